@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -166,3 +167,47 @@ def ibp_init(model: nn.Module) -> nn.Module:
         with torch.no_grad():
             layer.weight.normal_(0.0, math.sqrt(2 * math.pi) / fan_in)
     return model
+
+
+def save_model(path: Path | str, model: nn.Module, name: str, in_shape: tuple[int, int, int],
+               num_classes: int, mean: Sequence[float], std: Sequence[float], extra: dict | None = None) -> None:
+    """Atomically save a zoo model with what is needed to rebuild it (``load_model``)."""
+    from actbench.store import atomic_write
+
+    blob = {
+        "format": "actbench-model-v1",
+        "model_name": name,
+        "in_shape": list(in_shape),
+        "num_classes": num_classes,
+        "mean": list(mean),
+        "std": list(std),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra or {},
+    }
+    atomic_write(Path(path), lambda tmp: torch.save(blob, tmp))
+
+
+def load_model(path: Path | str, map_location: str | torch.device = "cpu") -> tuple[nn.Sequential, dict]:
+    """Rebuild a model saved by ``save_model``; returns ``(model in eval mode, metadata)``.
+
+    Raises :class:`CheckpointError` for a missing, corrupt or incompatible file.
+    """
+    from actbench.errors import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no model checkpoint at {path}")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(blob, dict) or blob.get("format") != "actbench-model-v1":
+        raise CheckpointError(f"{path} is not an actbench model checkpoint")
+    model = create_model(blob["model_name"], tuple(blob["in_shape"]), blob["num_classes"], blob["mean"], blob["std"])
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match model {blob['model_name']}: {exc}") from exc
+    model.eval()
+    meta = {k: v for k, v in blob.items() if k != "state_dict"}
+    return model, meta
