@@ -128,3 +128,201 @@ def read_card(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CardError(f"{path}: not a readable JSON card ({exc})") from exc
     return validate_card(card, str(path))
+
+
+# --- Index of run cards (used by compare and the leaderboard site) -------------------------------------
+
+import math  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+BASE_COLUMNS = (
+    "track", "track_title", "run_id", "method", "title", "key_param", "key_value", "seed", "status",
+    "preset", "model", "eps", "eps_test", "headline_eps", "verifiers", "clean_accuracy", "samples",
+    "epochs", "seconds", "propagations", "budget_kind", "budget_limit", "stopped_by", "created",
+    "updated", "command", "path",
+)
+
+
+def acr_column(verifier: str) -> str:
+    """DataFrame column of the ACR of one verifier (``"best"`` for the best over verifiers)."""
+    return f"acr_{verifier}"
+
+
+def cert_column(verifier: str, eps: float) -> str:
+    """DataFrame column of the certified accuracy of one verifier at ``eps``."""
+    from actbench.config import format_eps
+
+    return f"cert_{verifier}@{format_eps(eps)}"
+
+
+def attack_column(eps: float) -> str:
+    """DataFrame column of the accuracy under attack at ``eps``."""
+    from actbench.config import format_eps
+
+    return f"attack@{format_eps(eps)}"
+
+
+def headline_eps(eps: float, eps_test: list[float] | tuple[float, ...]) -> float:
+    """The single eps a threshold table reports: the largest test eps within the cap (else the cap)."""
+    inside = [e for e in eps_test if e <= eps * (1 + 1e-9)]
+    return max(inside) if inside else eps
+
+
+def _number(value: Any) -> float:
+    """A finite-or-NaN float from a card value (None and non-numbers become NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return float("nan")
+    return float(value)
+
+
+def _value_at(grid: list[float], values: Any, eps: float) -> float:
+    """The entry of ``values`` whose grid eps equals ``eps`` (relative tolerance), else NaN."""
+    if not isinstance(values, list):
+        return float("nan")
+    for g, v in zip(grid, values, strict=False):
+        if isinstance(g, int | float) and abs(g - eps) <= 1e-9 * max(1.0, abs(eps)):
+            return _number(v)
+    return float("nan")
+
+
+def _check_metrics(card: dict[str, Any], where: str) -> None:
+    """Deeper checks a *complete* card must pass before compare or the site trusts its numbers."""
+    track, metrics = card["track"], card["metrics"]
+    for key in ("name", "eps"):
+        if key not in track:
+            raise CardError(f"{where}: track is missing {key!r}")
+    if not isinstance(metrics.get("acr"), dict) or "best" not in metrics["acr"]:
+        raise CardError(f"{where}: a complete card needs metrics.acr with a 'best' entry")
+    if math.isnan(_number(metrics["clean_accuracy"])):
+        raise CardError(f"{where}: metrics.clean_accuracy is not a number")
+    eps_test = metrics.get("eps_test", track.get("eps_test", []))
+    if not isinstance(eps_test, list | tuple):
+        raise CardError(f"{where}: eps_test should be a list")
+    test = metrics.get("certified_accuracy_test")
+    if test is not None:
+        if not isinstance(test, dict):
+            raise CardError(f"{where}: metrics.certified_accuracy_test should be an object")
+        for verifier, values in test.items():
+            if not isinstance(values, list) or len(values) != len(eps_test):
+                raise CardError(f"{where}: certified_accuracy_test[{verifier!r}] needs one value per eps")
+    grid = metrics.get("eps_grid", [])
+    for verifier, values in (metrics.get("certified_accuracy") or {}).items():
+        if not isinstance(values, list) or len(values) != len(grid):
+            raise CardError(f"{where}: certified_accuracy[{verifier!r}] needs one value per eps_grid entry")
+
+
+def card_row(card: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Flatten one validated card into a DataFrame row (metrics NaN when the run is not complete)."""
+    track = card["track"]
+    method = card["method"]
+    metrics = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
+    used = card["budget"].get("used") or {}
+    limit = card["budget"].get("limit") or {}
+    eps = _number(track.get("eps"))
+    eps_test = [float(e) for e in metrics.get("eps_test", track.get("eps_test", [])) or []]
+    headline = headline_eps(eps, eps_test) if not math.isnan(eps) else float("nan")
+    key_param = method.get("key_param") or None
+    params = method.get("params") or {}
+    acr = metrics.get("acr") or {}
+    verifiers = tuple(v for v in acr if v != "best")
+    row: dict[str, Any] = {
+        "track": str(track.get("name", run_dir.parent.name)),
+        "track_title": str(track.get("title", track.get("name", run_dir.parent.name))),
+        "run_id": card["run_id"],
+        "method": str(method.get("name", "?")),
+        "title": str(method.get("title", method.get("name", "?"))),
+        "key_param": key_param,
+        "key_value": _number(params.get(key_param)) if key_param else float("nan"),
+        "seed": card["seed"],
+        "status": card["status"],
+        "preset": str(track.get("preset", "full")),
+        "model": str(card["model"].get("name", track.get("model", "?"))),
+        "eps": eps,
+        "eps_test": tuple(eps_test),
+        "headline_eps": headline,
+        "verifiers": verifiers,
+        "clean_accuracy": _number(metrics.get("clean_accuracy")),
+        "samples": _number(metrics.get("samples")),
+        "epochs": _number(used.get("epochs")),
+        "seconds": _number(used.get("seconds")),
+        "propagations": _number(used.get("propagations")),
+        "budget_kind": limit.get("kind"),
+        "budget_limit": _number(limit.get("value")),
+        "stopped_by": card["budget"].get("stopped_by"),
+        "created": card.get("created"),
+        "updated": card.get("updated", card.get("created")),
+        "command": card.get("command", ""),
+        "path": str(run_dir),
+    }
+    for verifier in (*verifiers, "best"):
+        row[acr_column(verifier)] = _number(acr.get(verifier))
+    grid = [float(e) for e in metrics.get("eps_grid", []) or []]
+    test = metrics.get("certified_accuracy_test") or {}
+    full = metrics.get("certified_accuracy") or {}
+    for verifier in (*verifiers, "best"):
+        for eps_value in dict.fromkeys([*eps_test, headline]):
+            value = _value_at(eps_test, test.get(verifier), eps_value)
+            if math.isnan(value):
+                value = _value_at(grid, full.get(verifier), eps_value)
+            row[cert_column(verifier, eps_value)] = value
+    attack = metrics.get("attack_accuracy")
+    for eps_value in dict.fromkeys([*eps_test, headline]):
+        row[attack_column(eps_value)] = _value_at(grid, attack, eps_value)
+    return row
+
+
+@dataclass
+class CardIndex:
+    """Every readable card under a results folder: one row per run, the cards, and what was skipped."""
+
+    frame: pd.DataFrame
+    cards: dict[str, dict[str, Any]] = field(default_factory=dict)  # run folder -> card
+    warnings: list[str] = field(default_factory=list)
+
+    def complete(self, track: str | None = None) -> pd.DataFrame:
+        """Rows of runs with status ``complete`` (the only ones that count), optionally of one track."""
+        rows = self.frame[self.frame["status"] == "complete"]
+        if track is not None:
+            rows = rows[rows["track"] == track]
+        return rows.reset_index(drop=True)
+
+    def tracks(self) -> list[str]:
+        """Track names that have at least one card (any status)."""
+        return sorted(set(self.frame["track"]))
+
+
+def load_cards(results_dir: Path) -> CardIndex:
+    """Read and validate every ``results/*/*/card.json``; bad cards are skipped with a warning naming them.
+
+    Never raises for a bad card: compare and the site must keep working when one run is half-written,
+    corrupt or from another schema version.
+    """
+    import pandas as pd
+
+    results_dir = Path(results_dir)
+    rows: list[dict[str, Any]] = []
+    cards: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
+    for path in sorted(results_dir.glob(f"*/*/{CARD_FILE}")):
+        try:
+            card = read_card(path)
+            if card["status"] == "complete":
+                _check_metrics(card, str(path))
+            row = card_row(card, path.parent)
+        except CardError as exc:
+            warnings.append(f"skipped {path}: {exc}")
+            continue
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            warnings.append(f"skipped {path}: malformed card ({type(exc).__name__}: {exc})")
+            continue
+        rows.append(row)
+        cards[str(path.parent)] = card
+    frame = pd.DataFrame(rows)
+    for column in BASE_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = pd.Series(dtype=object)
+    return CardIndex(frame=frame, cards=cards, warnings=warnings)
