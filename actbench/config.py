@@ -64,7 +64,7 @@ def parse_eps_grid(spec: str | list) -> list[float]:
             if count == 1:
                 values = [start]
             else:
-                values = [start + (stop - start) * i / (count - 1) for i in range(count)]
+                values = [round(start + (stop - start) * i / (count - 1), 12) for i in range(count)]
         else:
             values = [parse_eps(v) for v in text.split(",") if v.strip()]
     if not values:
@@ -80,6 +80,22 @@ def format_eps(eps: float) -> str:
     if abs(num255 - round(num255, 1)) < 1e-9:
         return f"{round(num255, 1):g}/255"
     return f"{eps:.4g}"
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse a ``--set key=value`` override; the value is read as a TOML scalar (``0.5``, ``true``, ``"x"``).
+
+    A value that is not valid TOML is kept as a plain string (so ``--set attack=pgd`` works).
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", key):
+        raise InvalidConfig(f"override {text!r}: use key=value, e.g. --set kappa=0.5")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
 
 
 @dataclass(frozen=True)
@@ -144,23 +160,19 @@ class Track:
     certify_samples: int | None  # None: the whole test split
     attack: bool
     augment: bool
+    train_subset: int | None = None  # a fixed random subset of the training split (None: all of it)
     quick: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
 
     def with_quick(self) -> Track:
         """The ``--preset quick`` version: fewer epochs / samples, same eps and model."""
-        changes = {k: v for k, v in self.quick.items() if k not in ("train_subset",)}
+        changes = dict(self.quick)
         if "budget" in changes:
             changes["budget"] = Budget.parse(changes["budget"])
         for key in ("eps_test", "eps_grid", "certify_verifiers", "lr_milestones"):
             if key in changes:
                 changes[key] = tuple(changes[key])
         return dataclasses.replace(self, **changes)
-
-    @property
-    def train_subset(self) -> int | None:
-        """Number of training samples the quick preset uses (None: all)."""
-        return self.quick.get("train_subset")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -1,0 +1,198 @@
+"""The ``actbench`` command line: parse, call library functions, print with rich.
+
+No logic lives here that tests cannot reach through the library. Every :class:`ActbenchError` is
+printed as one message (no traceback unless ``--debug``) and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import actbench
+from actbench.config import format_eps, parse_override
+from actbench.errors import ActbenchError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Benchmark suite and leaderboard for certified training of neural networks.",
+)
+console = Console()
+err_console = Console(stderr=True)
+_STATE = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"actbench {actbench.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    _STATE["debug"] = debug
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning ActbenchError into exit status 2."""
+    try:
+        app()
+    except ActbenchError as exc:
+        if _STATE["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]; an interrupted run can be continued with "
+                          "`actbench run --resume RUN_DIR`")  # fmt: skip
+        sys.exit(130)
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{100 * float(value):.2f} %"
+
+
+def print_run_summary(card: dict[str, Any], run_dir: Path) -> None:
+    """A summary table of a finished run: where it is, what it scored, what it cost."""
+    metrics = card.get("metrics") or {}
+    table = Table(title=f"run {card['run_id']}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("method", f"{card['method']['name']} ({card['method'].get('title', '')})")
+    table.add_row("track", f"{card['track']['name']} (preset {card['track'].get('preset', 'full')})")
+    table.add_row("status", card["status"])
+    if metrics:
+        table.add_row("clean test accuracy", _pct(metrics.get("clean_accuracy")))
+        eps_max = card["track"]["eps"]
+        for verifier, acr in (metrics.get("acr") or {}).items():
+            table.add_row(f"ACR ({verifier})", f"{acr:.5f}  ({100 * acr / eps_max:.1f} % of eps {format_eps(eps_max)})")
+        test_eps = metrics.get("eps_test") or []
+        best = (metrics.get("certified_accuracy_test") or {}).get("best") or []
+        for eps, value in zip(test_eps, best, strict=False):
+            table.add_row(f"certified accuracy at {format_eps(eps)}", _pct(value))
+    used = card.get("budget", {}).get("used") or {}
+    if used:
+        table.add_row(
+            "budget used",
+            f"{used.get('epochs')} epochs, {used.get('seconds', 0):.0f} s, "
+            f"{used.get('propagations', 0):.3g} propagations (limit {card['budget']['limit']['kind']}="
+            f"{card['budget']['limit']['value']:g})",
+        )
+    table.add_row("card", str(run_dir / "card.json"))
+    console.print(table)
+
+
+@app.command()
+def run(
+    method: Annotated[str, typer.Option(help="Method name (see `actbench methods`) or path to a method TOML.")] = "",
+    dataset: Annotated[str, typer.Option("--dataset", "--track", help="Track / dataset name.")] = "fashion-mnist",
+    preset: Annotated[str, typer.Option(help="full, or quick (a few minutes on CPU).")] = "full",
+    epochs: Annotated[int | None, typer.Option(help="Override the track's epoch budget.")] = None,
+    budget: Annotated[
+        str | None, typer.Option(help="Override the budget: epochs=N, seconds=S or propagations=P.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    data_dir: Annotated[str | None, typer.Option(help="Folder with dataset files.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a method hyper-parameter: key=value (repeatable).")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the interrupted run in this folder.")] = None,
+    force: Annotated[bool, typer.Option(help="Start over even if this run already exists.")] = False,
+    run_id: Annotated[str | None, typer.Option(help="Name of the run folder (default: derived from config).")] = None,
+    train_subset: Annotated[
+        int | None, typer.Option(help="Train on a fixed random subset of this many training samples.")
+    ] = None,
+    samples: Annotated[int | None, typer.Option(help="Certify only the first N test samples.")] = None,
+    certify: Annotated[bool, typer.Option(help="Certify the selected model at the end.")] = True,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train a method on a track, select on validation, certify on test, write the run card."""
+    from actbench.runner import RunRequest, execute_run, request_from_card
+
+    if resume is not None:
+        request = request_from_card(resume)
+        request.progress = not quiet
+        if data_dir:
+            request.data_dir = data_dir
+    else:
+        if not method:
+            raise ActbenchError("--method is required (see `actbench methods`)")
+        overrides = dict(parse_override(item) for item in set_ or [])
+        request = RunRequest(
+            method=method, track=dataset, preset=preset, seed=seed, epochs=epochs, budget=budget,
+            overrides=overrides, device=device, out=out, data_dir=data_dir, run_id=run_id,
+            train_subset=train_subset, certify_samples=samples, certify=certify, force=force, progress=not quiet,
+            command=shlex.join(["actbench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else None,
+        )  # fmt: skip
+    outcome = execute_run(request)
+    if outcome.skipped:
+        console.print(f"[green]already complete[/]: {outcome.run_dir} (use --force to run it again)")
+    print_run_summary(outcome.card, outcome.run_dir)
+
+
+@app.command()
+def datasets(data_dir: Annotated[str | None, typer.Option(help="Folder with dataset files.")] = None) -> None:
+    """Registered datasets, their sizes, and whether their files are available offline here."""
+    from actbench.data import DATASETS, candidate_dirs, is_available
+
+    table = Table(title="datasets")
+    for col in ("name", "title", "classes", "input", "train", "test", "available offline"):
+        table.add_column(col)
+    for name, info in sorted(DATASETS.items()):
+        ok = is_available(name, data_dir)
+        table.add_row(name, info.title, str(info.num_classes), "×".join(map(str, info.in_shape)),
+                      str(info.train_size), str(info.test_size), "[green]yes[/]" if ok else "[red]no[/]")  # fmt: skip
+    console.print(table)
+    console.print(f"searched: {', '.join(str(p) for p in candidate_dirs(data_dir))}")
+
+
+@app.command()
+def tracks() -> None:
+    """Registered tracks: dataset, model, eps, budget and schedule."""
+    from actbench.config import list_tracks, load_track
+
+    table = Table(title="tracks")
+    for col in ("name", "dataset", "model", "eps", "eps_test", "budget", "lr schedule", "ramp", "verifiers"):
+        table.add_column(col)
+    for name in list_tracks():
+        t = load_track(name)
+        table.add_row(
+            t.name, t.dataset, t.model, format_eps(t.eps), ", ".join(format_eps(e) for e in t.eps_test),
+            str(t.budget), f"{t.lr_schedule} {t.lr:g}", f"{t.warmup_epochs}+{t.ramp_epochs} ep",
+            ", ".join(t.certify_verifiers),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def methods() -> None:
+    """Registered methods (methods/ and baselines/ TOML files)."""
+    from actbench.objectives import list_methods, load_method
+
+    table = Table(title="methods")
+    for col in ("name", "title", "objective", "key parameter", "spec"):
+        table.add_column(col)
+    for name in list_methods():
+        spec = load_method(name, None, {})
+        key = f"{spec.key_param}={spec.params[spec.key_param]:g}" if spec.key_param else "—"
+        table.add_row(spec.name, spec.title, spec.objective, key, str(spec.path or ""))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""One benchmark run end to end: resolve the config, train, select, certify, write the run card.
+
+The CLI's ``run`` command and the sweep executors both call :func:`execute_run`, so a run started
+from either place behaves the same way (same run folder, same card, same resume logic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shlex
+import subprocess
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import actbench
+from actbench.config import Budget, Track, load_track, parse_override
+from actbench.errors import ActbenchError, CheckpointError, InvalidConfig
+from actbench.store import (
+    CARD_FILE,
+    CHECKPOINT_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    RADII_FILE,
+    SCHEMA_VERSION,
+    read_card,
+    utc_now,
+    write_card,
+)
+
+
+@dataclass
+class RunRequest:
+    """What a user asked for; everything else comes from the track and the method spec."""
+
+    method: str
+    track: str
+    preset: str = "full"
+    seed: int = 0
+    epochs: int | None = None
+    budget: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    out: Path = Path("results")
+    data_dir: str | None = None
+    run_id: str | None = None
+    train_subset: int | None = None
+    certify_samples: int | None = None
+    certify: bool = True
+    force: bool = False
+    progress: bool = True
+    command: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    """Where the run landed and its card (``skipped`` when a complete run already existed)."""
+
+    run_dir: Path
+    card: dict[str, Any]
+    skipped: bool = False
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when available, else ``cpu``; an explicit ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise InvalidConfig(f"device {device!r}: choose auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InvalidConfig("device cuda requested but CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def resolve_track(request: RunRequest) -> Track:
+    """The track as run: the registered track, shrunk by ``--preset quick``, budget overridden."""
+    if request.preset not in ("full", "quick"):
+        raise InvalidConfig(f"preset {request.preset!r}: choose full or quick")
+    track = load_track(request.track)
+    if request.preset == "quick":
+        track = track.with_quick()
+    if request.epochs is not None and request.budget is not None:
+        raise InvalidConfig("give either --epochs or --budget, not both")
+    if request.epochs is not None:
+        track = dataclasses.replace(track, budget=Budget("epochs", request.epochs))
+    elif request.budget is not None:
+        track = dataclasses.replace(track, budget=Budget.parse(request.budget))
+    if request.train_subset is not None:
+        track = dataclasses.replace(track, train_subset=request.train_subset)
+    if request.certify_samples is not None:
+        track = dataclasses.replace(track, certify_samples=request.certify_samples)
+    return track
+
+
+def default_run_id(method: Any, track: Track, request: RunRequest) -> str:
+    """A deterministic id: method, key parameter, seed, preset, and a hash of the full configuration.
+
+    Deterministic ids let a sweep recognise a finished run and skip it.
+    """
+    parts = [method.name]
+    if method.key_param:
+        parts.append(f"{method.key_param}{method.params[method.key_param]:g}")
+    parts.append(f"s{request.seed}")
+    if request.preset != "full":
+        parts.append(request.preset)
+    config = {"track": track.to_dict(), "params": method.params, "seed": request.seed,
+              "objective": method.objective}  # fmt: skip
+    digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return "-".join(parts + [digest])
+
+
+def git_commit() -> str | None:
+    """The commit of the actbench checkout, when it is one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(actbench.__file__).parent, capture_output=True,
+            text=True, timeout=5, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment(device: str) -> dict[str, Any]:
+    return {
+        "actbench": actbench.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+    }
+
+
+def reproduce_command(request: RunRequest, track: Track) -> str:
+    """The command line that reproduces this run."""
+    argv = ["actbench", "run", "--method", request.method, "--dataset", request.track]
+    if request.preset != "full":
+        argv += ["--preset", request.preset]
+    if request.epochs is not None:
+        argv += ["--epochs", str(request.epochs)]
+    if request.budget is not None:
+        argv += ["--budget", str(track.budget)]
+    if request.train_subset is not None:
+        argv += ["--train-subset", str(request.train_subset)]
+    if request.certify_samples is not None:
+        argv += ["--samples", str(request.certify_samples)]
+    for key, value in sorted(request.overrides.items()):
+        argv += ["--set", f"{key}={value}"]
+    argv += ["--seed", str(request.seed)]
+    return shlex.join(argv)
+
+
+def _initial_card(request: RunRequest, track: Track, method: Any, run_id: str, device: str,
+                  splits: Any, model: torch.nn.Module) -> dict[str, Any]:
+    track_dict = track.to_dict()
+    track_dict["preset"] = request.preset
+    return {
+        "schema": SCHEMA_VERSION,
+        "run_id": run_id,
+        "status": "training",
+        "created": utc_now(),
+        "command": request.command or reproduce_command(request, track),
+        "track": track_dict,
+        "method": {
+            "name": method.name,
+            "title": method.title,
+            "objective": method.objective,
+            "key_param": method.key_param,
+            "params": method.params,
+            "spec": str(method.path) if method.path else None,
+            "citation": method.citation,
+        },
+        "model": {"name": track.model, "parameters": sum(p.numel() for p in model.parameters())},
+        "seed": request.seed,
+        "data": {
+            "dataset": track.dataset,
+            "source": splits.source,
+            "train_size": splits.sizes["train"],
+            "val_size": splits.sizes["val"],
+            "test_size": splits.sizes["test"],
+            "train_subset": track.train_subset,
+        },
+        "budget": {"limit": {"kind": track.budget.kind, "value": track.budget.value}, "used": {}},
+        "environment": environment(device),
+        "files": {"history": HISTORY_FILE, "model": MODEL_FILE, "radii": RADII_FILE},
+    }
+
+
+def execute_run(request: RunRequest) -> RunOutcome:
+    """Train, select, certify and record one run; resumes an interrupted run in the same folder."""
+    from actbench.data import load_splits
+    from actbench.models import create_model, save_model
+    from actbench.objectives import create_objective, load_method
+    from actbench.train import train
+
+    track = resolve_track(request)
+    device = resolve_device(request.device)
+    method = load_method(request.method, track.name, request.overrides)
+    objective = create_objective(method, track)  # validates hyper-parameters before any data is loaded
+    run_id = request.run_id or default_run_id(method, track, request)
+    run_dir = Path(request.out) / track.name / run_id
+
+    existing = _existing_card(run_dir)
+    if existing is not None and existing.get("status") == "complete" and not request.force:
+        return RunOutcome(run_dir, existing, skipped=True)
+    resume = (run_dir / CHECKPOINT_FILE).is_file() and not request.force
+    if request.force and run_dir.exists():
+        for name in (CHECKPOINT_FILE, MODEL_FILE, RADII_FILE, HISTORY_FILE, CARD_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+
+    splits = load_splits(track.dataset, request.data_dir, val_size=track.val_size,
+                         train_subset=track.train_subset, augment=track.augment)  # fmt: skip
+    info = splits.info
+    torch.manual_seed(request.seed)
+    model = create_model(track.model, info.in_shape, info.num_classes, info.mean, info.std)
+    card = existing if resume and existing else _initial_card(request, track, method, run_id, device, splits, model)
+    card["status"] = "training"
+    write_card(run_dir, card)
+
+    try:
+        result = train(model, splits, track, objective, budget=track.budget, run_dir=run_dir,
+                       seed=request.seed, device=device, resume=resume, progress=request.progress)  # fmt: skip
+        save_model(run_dir / MODEL_FILE, result.model, track.model, info.in_shape, info.num_classes,
+                   info.mean, info.std, extra={"run_id": run_id, "track": track.name})  # fmt: skip
+        card["budget"]["used"] = result.used
+        card["budget"]["stopped_by"] = result.stopped_by
+        card["selection"] = result.selection
+        card["status"] = "trained"
+        write_card(run_dir, card)
+        if request.certify:
+            card = certify_track(run_dir, track, request, device)
+    except BaseException as exc:
+        card["status"] = "failed"
+        card["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        write_card(run_dir, card)
+        raise
+    return RunOutcome(run_dir, card)
+
+
+def certify_track(run_dir: Path, track: Track, request: RunRequest, device: str) -> dict[str, Any]:
+    """Certify a trained run with the track's settings; returns the completed card."""
+    from actbench.certify.run import certify_run
+
+    return certify_run(
+        run_dir,
+        verifiers=track.certify_verifiers,
+        eps_grid=list(track.eps_grid),
+        samples=track.certify_samples,
+        attack=track.attack,
+        data_dir=request.data_dir,
+        device=device,
+        progress=request.progress,
+    )
+
+
+def _existing_card(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / CARD_FILE
+    if not path.is_file():
+        return None
+    try:
+        return read_card(path)
+    except ActbenchError:
+        return None
+
+
+def request_from_card(run_dir: Path) -> RunRequest:
+    """Rebuild the request of an existing run (for ``actbench run --resume RUN_DIR``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CARD_FILE).is_file():
+        raise CheckpointError(f"{run_dir} is not a run folder (no {CARD_FILE})")
+    card = read_card(run_dir)
+    argv = shlex.split(card.get("command") or "")
+    method = card["method"].get("spec") or card["method"]["name"]
+    budget = card["budget"]["limit"]
+    return RunRequest(
+        method=method if method and os.path.exists(str(method)) else card["method"]["name"],
+        track=card["track"]["name"],
+        preset=card["track"].get("preset", "full"),
+        seed=card["seed"],
+        budget=f"{budget['kind']}={budget['value']}",
+        overrides=_overrides_from_argv(argv),
+        train_subset=card["track"].get("train_subset"),
+        certify_samples=card["track"].get("certify_samples"),
+        out=run_dir.parent.parent,
+        run_id=run_dir.name,
+        command=card.get("command"),
+    )
+
+
+def _overrides_from_argv(argv: list[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag == "--set":
+            key, parsed = parse_override(value)
+            overrides[key] = parsed
+    return overrides
