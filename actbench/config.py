@@ -163,6 +163,9 @@ class Track:
     train_subset: int | None = None  # a fixed random subset of the training split (None: all of it)
     quick: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    # Epochs the LR and eps schedules are planned for when the budget is seconds or propagations
+    # (0: the epochs of the registered track's budget). An epochs budget always plans its own count.
+    schedule_epochs: int = 0
 
     def with_quick(self) -> Track:
         """The ``--preset quick`` version: fewer epochs / samples, same eps and model."""
