@@ -197,13 +197,14 @@ def _initial_card(request: RunRequest, track: Track, method: Any, run_id: str, d
 
 def execute_run(request: RunRequest) -> RunOutcome:
     """Train, select, certify and record one run; resumes an interrupted run in the same folder."""
+    track = resolve_track(request)
+    device = resolve_device(request.device)
+
     from actbench.data import load_splits
     from actbench.models import create_model, save_model
     from actbench.objectives import create_objective, load_method
     from actbench.train import train
 
-    track = resolve_track(request)
-    device = resolve_device(request.device)
     method = load_method(request.method, track.name, request.overrides)
     objective = create_objective(method, track)  # validates hyper-parameters before any data is loaded
     run_id = request.run_id or default_run_id(method, track, request)
