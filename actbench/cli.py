@@ -194,5 +194,78 @@ def methods() -> None:
     console.print(table)
 
 
+@app.command()
+def certify(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (results/<track>/<run-id>).")],
+    verifier: Annotated[str, typer.Option(help="ibp, crown-ibp, crown, or cascade (cheap first).")] = "cascade",
+    eps_grid: Annotated[str | None, typer.Option(help="start:stop:count (e.g. 0:0.2:21) or a list 0.1,8/255.")] = None,
+    samples: Annotated[int | None, typer.Option(help="Certify only the first N test samples.")] = None,
+    attack: Annotated[bool, typer.Option(help="Run the PGD attack (upper bound and soundness check).")] = True,
+    dtype: Annotated[str, typer.Option(help="float64 (default, sound) or float32 (faster).")] = "float64",
+    max_seconds: Annotated[float | None, typer.Option(help="Time limit per verifier; the rest is unknown.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Folder with dataset files.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """(Re-)certify a trained run: per-sample radii, ACR, certified accuracy over an eps grid."""
+    from actbench.certify.run import certify_run
+    from actbench.config import parse_eps_grid
+    from actbench.runner import resolve_device
+
+    grid = parse_eps_grid(eps_grid) if eps_grid is not None else None
+    card = certify_run(
+        run_dir, verifier=verifier, eps_grid=grid, samples=samples, attack=attack, dtype=dtype,
+        max_seconds=max_seconds, data_dir=data_dir, device=resolve_device(device), progress=not quiet,
+    )  # fmt: skip
+    print_run_summary(card, run_dir)
+
+
+@app.command()
+def compare(
+    dataset: Annotated[str | None, typer.Option("--dataset", "--track", help="Track (default: every track).")] = None,
+    results: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    thresholds: Annotated[str | None, typer.Option(help="Clean-accuracy levels, e.g. 0.6,0.7,0.8.")] = None,
+    verifier: Annotated[str, typer.Option(help="best, ibp, crown-ibp or crown.")] = "best",
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, markdown or json.")] = "table",
+) -> None:
+    """Leaderboard tables from the run cards: runs, robustness at accuracy thresholds, Pareto fronts."""
+    from actbench.compare import compare_command
+
+    text = compare_command(results, dataset, thresholds, verifier, fmt)
+    sys.stdout.write(text)
+
+
+@app.command()
+def site(
+    results: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    out: Annotated[Path, typer.Option(help="Output folder of the static site.")] = Path("site"),
+) -> None:
+    """Build the static leaderboard site (open OUT/index.html)."""
+    from actbench.leaderboard.site import build_site
+
+    index = build_site(results, out)
+    console.print(f"site written: {index.resolve()}")
+
+
+@app.command()
+def bench(
+    only: Annotated[str | None, typer.Option(help="Run one benchmark: bounds, certify or train_step.")] = None,
+) -> None:
+    """Speed ratios of the bound engine, certification and training steps on this machine."""
+    import subprocess
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    scripts = sorted(folder.glob("*.py")) if folder.is_dir() else []
+    if only:
+        scripts = [s for s in scripts if s.stem == only]
+    if not scripts:
+        raise ActbenchError(f"no benchmark scripts found in {folder} (benchmarks ship with a source checkout)")
+    for script in scripts:
+        console.rule(script.stem)
+        code = subprocess.call([sys.executable, str(script)])
+        if code != 0:
+            raise ActbenchError(f"benchmark {script.name} failed with exit status {code}")
+
+
 if __name__ == "__main__":
     main()
