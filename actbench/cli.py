@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 import actbench
+from actbench.cli_sweep import sweep
 from actbench.config import format_eps, parse_override
 from actbench.errors import ActbenchError
 
@@ -143,6 +144,9 @@ def run(
     if outcome.skipped:
         console.print(f"[green]already complete[/]: {outcome.run_dir} (use --force to run it again)")
     print_run_summary(outcome.card, outcome.run_dir)
+
+
+app.command()(sweep)
 
 
 @app.command()
