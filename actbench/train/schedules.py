@@ -9,7 +9,7 @@
   (so the slope is continuous at ``mid``),
 - linear from ``α·(mid − init)^4`` to ``eps`` for ``mid ≤ s ≤ final``, and ``eps`` after.
 
-So the last batch of the ramp trains at exactly ``eps``.
+So the last batch of the ramp trains at exactly ``eps``. A ramp shorter than 4 batches is linear.
 
 **LR**: ``multistep`` multiplies the LR by ``lr_gamma`` at each milestone (fractions of the planned
 epochs, rounded to whole epochs, as fast-IBP's MultiStepLR stepped per epoch); ``onecycle`` is
@@ -68,6 +68,8 @@ class EpsSchedule:
         if s >= final:
             return self.eps
         m = mid - init
+        if m == 0:  # a ramp of fewer than 4 batches: linear only
+            return self.eps * (s - init) / (final - init)
         beta = POLY_EXPONENT
         alpha = self.eps / ((final - mid) * beta * m ** (beta - 1) + m**beta)
         if s < mid:
