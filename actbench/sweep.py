@@ -53,6 +53,7 @@ from actbench.store import CARD_FILE, CHECKPOINT_FILE, read_card
 EXECUTORS = ("local", "ray")
 ATTEMPTS = 2  # a failed run is tried once more before it is reported
 CONNECT_TIMEOUT = 3.0  # seconds to reach a Ray cluster's address before giving up
+RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start --head` records its address
 
 # Plan statuses: what a (re)started sweep will do with each run.
 NEW, COMPLETE, INTERRUPTED, FAILED = "new", "complete", "interrupted", "failed"
@@ -357,8 +358,10 @@ def run_sweep(
         else:
             todo.append(request)
 
-    if executor == "ray":
-        backend: _Backend = _RayBackend(address, num_cpus, jobs)  # connects before anything runs
+    if not todo:
+        backend: _Backend = _InlineBackend()  # nothing to run: no workers, no cluster
+    elif executor == "ray":
+        backend = _RayBackend(address, num_cpus, jobs)  # connects (or fails) before anything runs
     elif jobs > 1 and len(todo) > 1:
         backend = _PoolBackend(min(jobs, len(todo)), num_cpus)
     else:
@@ -497,9 +500,8 @@ def _auto_address() -> str:
     """The running cluster ``--address auto`` means: $RAY_ADDRESS, else the one ``ray start`` recorded."""
     if os.environ.get("RAY_ADDRESS"):
         return os.environ["RAY_ADDRESS"]
-    recorded = Path("/tmp/ray/ray_current_cluster")
-    if recorded.is_file() and recorded.read_text().strip():
-        return recorded.read_text().strip()
+    if RAY_CURRENT_CLUSTER.is_file() and RAY_CURRENT_CLUSTER.read_text().strip():
+        return RAY_CURRENT_CLUSTER.read_text().strip()
     raise ActbenchError("--address auto: no running Ray cluster found (no $RAY_ADDRESS, no `ray start` "
                         "on this machine); start one with `ray start --head`, or omit --address to start a "
                         "local Ray instance")  # fmt: skip
