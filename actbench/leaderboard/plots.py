@@ -15,6 +15,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from actbench.config import format_eps
 
@@ -156,6 +157,8 @@ def history_plot(history: pd.DataFrame, path: Path) -> Path:
             right.plot(x, 100 * history[column], color=PALETTE[i], linewidth=1.6, marker="o", markersize=3,
                        label=column.replace("_", " "))
         right.set_xlabel("epoch")
+        for ax in (left, right):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         right.set_ylabel("accuracy (%)")
         right.set_ylim(0, 100)
         if "eps_t" in history:

@@ -33,7 +33,6 @@ from actbench.compare import (
     TrackInfo,
     complete_runs,
     fmt_count,
-    fmt_mean_std,
     fmt_number,
     pareto_front,
     runs_table,
@@ -60,6 +59,7 @@ class Cell:
     href: str | None = None
     numeric: bool = True
     color: str | None = None
+    sub: str = ""  # secondary text in small type (the ± std of a mean)
 
     @property
     def sort_value(self) -> str:
@@ -112,10 +112,27 @@ def _num(value: Any) -> float:
         return float("nan")
 
 
+def _has_key(key_param: Any) -> bool:
+    return isinstance(key_param, str) and bool(key_param)
+
+
 def _key_text(key_param: Any, key_value: Any) -> str:
-    if not key_param or pd.isna(key_value):
+    if not _has_key(key_param) or pd.isna(key_value):
         return DASH
     return f"{float(key_value):g}"
+
+
+def _when(stamp: Any) -> str:
+    """``2025-01-02T10:05:00Z`` -> ``2025-01-02 10:05`` (UTC)."""
+    if not isinstance(stamp, str) or not stamp:
+        return DASH
+    return stamp.replace("T", " ")[:16]
+
+
+def _mean_cell(mean: Any, std: Any, kind: str, decimals: int) -> Cell:
+    text = fmt_number(mean, kind, decimals)
+    sub = "" if text == DASH or pd.isna(std) else f"± {fmt_number(std, kind, decimals)}"
+    return Cell(text, _num(mean), sub=sub)
 
 
 def _run_href(track: str, run_dir: str, root: str) -> str:
@@ -145,7 +162,7 @@ def _configs_view(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str]) 
                  Cell(_key_text(r["key_param"], r["key_value"]), _num(r["key_value"])),
                  Cell(str(r["n"]), int(r["n"]))]
         for column, kind, _ in metrics:
-            cells.append(Cell(fmt_mean_std(r[f"{column}_mean"], r[f"{column}_std"], kind, d), r[f"{column}_mean"]))
+            cells.append(_mean_cell(r[f"{column}_mean"], r[f"{column}_std"], kind, d))
         cells += [Cell(fmt_count(r[c]), _num(r[c])) for c in ("epochs", "seconds", "propagations")]
         view.rows.append(cells)
     return view
@@ -167,8 +184,8 @@ def _runs_view(runs: pd.DataFrame, front: pd.DataFrame, info: TrackInfo, colors:
         view.rows.append([
             Cell(str(r["run_id"]), str(r["run_id"]), href=_run_href(info.name, r["path"], "../"), numeric=False),
             Cell(str(r["method"]), str(r["method"]), numeric=False, color=colors.get(r["method"])),
-            Cell(_key_text(r["key_param"], r["key_value"]) if not r["key_param"] else
-                 f"{r['key_param']} {_key_text(r['key_param'], r['key_value'])}", _num(r["key_value"])),
+            Cell(f"{r['key_param']} {_key_text(r['key_param'], r['key_value'])}" if _has_key(r["key_param"])
+                 else DASH, _num(r["key_value"])),
             Cell(str(r["seed"]), int(r["seed"])),
             Cell(fmt_number(r["clean_accuracy"], "acc"), _num(r["clean_accuracy"])),
             Cell(fmt_number(r[acr_column("best")], "acr", d), _num(r[acr_column("best")])),
@@ -177,31 +194,35 @@ def _runs_view(runs: pd.DataFrame, front: pd.DataFrame, info: TrackInfo, colors:
             Cell(front_mark, front_mark, numeric=False),
             Cell(fmt_count(r["epochs"]), _num(r["epochs"])),
             Cell(fmt_count(r["seconds"]), _num(r["seconds"])),
-            Cell(str(r["updated"] or DASH), str(r["updated"] or ""), numeric=False),
+            Cell(_when(r["updated"]), str(r["updated"] or ""), numeric=False),
         ])
     return view
 
 
-def _thresholds_view(frame: pd.DataFrame, info: TrackInfo, runs: pd.DataFrame, colors: dict[str, str],
-                     thresholds: tuple[float, ...]) -> TableView:
-    """Best ACR / certified accuracy per method at each clean-accuracy level; cells link to the run."""
+def _thresholds_views(frame: pd.DataFrame, info: TrackInfo, runs: pd.DataFrame, colors: dict[str, str],
+                      thresholds: tuple[float, ...]) -> tuple[TableView, TableView]:
+    """Best ACR, and best certified accuracy at the headline eps, per method (rows) and clean-accuracy
+    level (columns); each cell links to the run that reaches it."""
     table = threshold_table(frame, info.name, thresholds)
     paths = dict(zip(runs["run_id"], runs["path"], strict=False))
-    headers = [["method"]]
-    for tau in thresholds:
-        headers += [["ACR", f"clean ≥ {100 * tau:g}%"], [f"cert. @{format_eps(info.headline)} %",
-                                                          f"clean ≥ {100 * tau:g}%"]]
-    view = TableView(headers=headers, numeric=[False] + [True] * (2 * len(thresholds)))
+    headers = [["method"]] + [["clean", f"≥ {100 * tau:g}%"] for tau in thresholds]
+    numeric = [False] + [True] * len(thresholds)
+    views = (TableView(headers=headers, numeric=numeric, caption="best ACR"),
+             TableView(headers=headers, numeric=numeric,
+                       caption=f"best certified accuracy @{format_eps(info.headline)} (%)"))
     for method in dict.fromkeys(table["method"]):
-        cells = [Cell(str(method), str(method), numeric=False, color=colors.get(method))]
+        rows: tuple[list[Cell], list[Cell]] = ([], [])
+        for row in rows:
+            row.append(Cell(str(method), str(method), numeric=False, color=colors.get(method)))
         for tau in thresholds:
             r = table[(table["method"] == method) & (table["threshold"] == tau)].iloc[0]
             best = ((r["best_acr"], r["best_acr_run"], "acr"), (r["best_cert"], r["best_cert_run"], "acc"))
-            for value, run, kind in best:
+            for row, (value, run, kind) in zip(rows, best, strict=True):
                 href = _run_href(info.name, paths[run], "../") if run in paths else None
-                cells.append(Cell(fmt_number(value, kind, info.acr_decimals), _num(value), href=href))
-        view.rows.append(cells)
-    return view
+                row.append(Cell(fmt_number(value, kind, info.acr_decimals), _num(value), href=href))
+        for view, row in zip(views, rows, strict=True):
+            view.rows.append(row)
+    return views
 
 
 def _read_radii(run_dir: Path) -> pd.DataFrame | None:
@@ -316,10 +337,20 @@ def _track_summary(index: CardIndex, track: str) -> dict[str, Any]:
     done = complete_runs(index.frame, track)
     info = track_info(index.frame, track)
     updated = [u for u in rows["updated"] if isinstance(u, str)]
+    leader = None
+    table = runs_table(index.frame, track)
+    if len(table):
+        top = table.iloc[0]
+        key = ""
+        if _has_key(top["key_param"]):
+            key = f" {top['key_param']} {_key_text(top['key_param'], top['key_value'])}"
+        leader = {"text": f"{top['method']}{key}", "acr": fmt_number(top["acr_best_mean"], "acr", info.acr_decimals),
+                  "clean": fmt_number(top["clean_accuracy_mean"], "acc")}
     return {
         "name": track, "title": info.title, "href": f"tracks/{slug(track)}.html", "eps": info.eps,
         "eps_test": info.eps_test, "runs": len(done), "other": len(rows) - len(done),
-        "methods": done["method"].nunique(), "updated": max(updated) if updated else DASH,
+        "methods": done["method"].nunique(), "updated": _when(max(updated)) if updated else DASH,
+        "leader": leader,
     }
 
 
@@ -380,7 +411,7 @@ def _build_track(index: CardIndex, track: str, out_dir: Path, colors: dict[str, 
     write(out_dir / "tracks" / f"{slug(track)}.html", "track.html", root="../", page="track", info=info,
           summary=_track_summary(index, track), configs=_configs_view(frame, info, colors),
           runs=_runs_view(runs, front, info, colors, "../"),
-          thresholds=_thresholds_view(frame, info, runs, colors, thresholds),
+          thresholds=_thresholds_views(frame, info, runs, colors, thresholds),
           pareto=f"{slug(track)}/pareto.svg", certified=f"{slug(track)}/certified.svg" if curves else None,
           curve_runs=[label for _, (_, _, label) in sorted(curves.items())], legend=legend,
           headline=format_eps(info.headline))
