@@ -42,6 +42,7 @@ def _entry(raw: dict[str, Any], path: Path) -> dict[str, Any] | None:
         "title": str(raw.get("title", name)),
         "citation": {
             "authors": str(authors),
+            "title": str(citation.get("title", "")),
             "venue": str(citation.get("venue", "")),
             "year": str(citation.get("year", "")),
             "link": str(citation.get("link", "")),
@@ -52,7 +53,7 @@ def _entry(raw: dict[str, Any], path: Path) -> dict[str, Any] | None:
 
 
 def load_methods_info(dirs: Iterable[Path]) -> list[dict[str, Any]]:
-    """Entries ``{name, title, citation: {authors, venue, year, link}, description}`` from TOML files.
+    """Entries ``{name, title, citation: {authors, title, venue, year, link}, description}`` from TOML.
 
     The first file seen for a name wins; unreadable files are skipped (the site must still build).
     """
