@@ -185,6 +185,9 @@ def certify(
             deadline = None if max_seconds is None else start + max_seconds
             radius[v][~correct] = 0.0
             todo = correct.clone()
+            if eps_max == 0:  # every correctly classified sample is certified at the cap, 0
+                radius[v][correct] = 0.0
+                todo[:] = False
             if cascade:
                 todo &= best < eps_max
             task = bar.add_task(f"certify {v}", total=int(todo.sum()))
