@@ -6,9 +6,10 @@ run resumes from its checkpoint, a failed run is tried again. Every run goes thr
 :func:`~actbench.runner.execute_run`, exactly as ``actbench run`` does.
 
 Grid semantics: each method takes only its own hyper-parameters. A grid key applies to the selected
-methods whose spec declares it; a method that declares none of the keys runs once per seed with its
-defaults. A key no selected method declares is an error, and every value is validated against every
-method that takes it before anything runs.
+methods whose spec declares it; a key written ``method.param`` (``sabr.kappa``) applies to that method
+only. A method that takes none of the keys runs once per seed with its defaults. A key no selected
+method declares is an error, and every value is validated against every method that takes it before
+anything runs.
 
 Executors:
 
@@ -164,10 +165,10 @@ def plan_sweep(
     requests: list[RunRequest] = []
     seen: set[str] = set()
     for name, spec in specs.items():
-        fixed = {k: v for k, v in overrides.items() if k in spec.params}
-        keys = [k for k in grid_values if k in spec.params]
-        for combo in itertools.product(*(grid_values[k] for k in keys)):
-            params = {**fixed, **dict(zip(keys, combo, strict=True))}
+        fixed = method_keys(name, spec, overrides)
+        own_grid = method_keys(name, spec, grid_values)
+        for combo in itertools.product(*own_grid.values()):
+            params = {**fixed, **dict(zip(own_grid, combo, strict=True))}
             method = _validated(load_method, name, track, resolved, params)
             for seed in seeds:
                 request = dataclasses.replace(base, method=name, seed=seed, overrides=dict(params))
@@ -179,15 +180,48 @@ def plan_sweep(
     return requests
 
 
+def _scope(key: str) -> tuple[str | None, str]:
+    """``"sabr.kappa"`` → ``("sabr", "kappa")``; ``"kappa"`` → ``(None, "kappa")``."""
+    scope, dot, param = key.rpartition(".")
+    return (scope, param) if dot and scope and param else (None, key)
+
+
+def _names(name: str, spec: Any) -> set[str]:
+    """What a grid key may call a method: its spec name or what the user typed (e.g. a spec path)."""
+    return {name, spec.name}
+
+
+def method_keys(name: str, spec: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The part of a grid (or of fixed overrides) one method takes: plain keys it declares, and keys
+    scoped to it (``sabr.kappa``), which win over plain ones."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        scope, param = _scope(key)
+        if scope is None and key in spec.params:
+            out.setdefault(key, value)
+        elif scope is not None and scope in _names(name, spec):
+            out[param] = value
+    return out
+
+
 def _check_keys(what: str, keys: Iterable[str], specs: dict[str, Any]) -> None:
-    """Every key must be a hyper-parameter of at least one selected method."""
+    """A plain key must be a hyper-parameter of at least one selected method; a scoped key
+    (``method.param``) must name a selected method and one of its hyper-parameters."""
+    taken = "; ".join(f"{spec.name}: {', '.join(spec.params) or 'none'}" for spec in specs.values())
+    selected = ", ".join(spec.name for spec in specs.values())
     for key in keys:
-        if not any(key in spec.params for spec in specs.values()):
-            taken = "; ".join(f"{name}: {', '.join(spec.params) or 'none'}" for name, spec in specs.items())
-            raise InvalidConfig(
-                f"{what} {key!r} is not a hyper-parameter of any selected method "
-                f"({', '.join(specs)}). Their hyper-parameters are: {taken}"
-            )
+        scope, param = _scope(key)
+        if scope is None:
+            if not any(key in spec.params for spec in specs.values()):
+                raise InvalidConfig(f"{what} {key!r} is not a hyper-parameter of any selected method ({selected}). "
+                                    f"Their hyper-parameters are: {taken}")  # fmt: skip
+            continue
+        owners = [spec for name, spec in specs.items() if scope in _names(name, spec)]
+        if not owners:
+            raise InvalidConfig(f"{what} {key!r}: {scope!r} is not one of the selected methods ({selected})")
+        if param not in owners[0].params:
+            raise InvalidConfig(f"{what} {key!r}: method {owners[0].name} has no hyper-parameter {param!r}; "
+                                f"it takes {', '.join(owners[0].params)}")  # fmt: skip
 
 
 def _validated(load_method: Callable[..., Any], name: str, track: str, resolved: Any, params: dict[str, Any]) -> Any:

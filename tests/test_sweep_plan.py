@@ -110,6 +110,45 @@ def test_shared_key_and_fixed_overrides(specs, tmp_path):
     assert {r.seed for r in requests} == {3}
 
 
+def test_scoped_keys_apply_to_one_method(specs, tmp_path):
+    """``method.param`` limits a key to one method and wins over the plain key for that method."""
+    requests = _plan(specs, tmp_path / "r", methods=[specs["kmethod"], specs["lmethod"]], seeds=[0],
+                     grid={"steps": [1, 2], "lmethod.steps": [5]}, overrides={"kmethod.kappa": 0.2})  # fmt: skip
+    assert [r.overrides for r in requests if "kmethod" in r.method] == [{"kappa": 0.2, "steps": 1},
+                                                                        {"kappa": 0.2, "steps": 2}]  # fmt: skip
+    assert [r.overrides for r in requests if "lmethod" in r.method] == [{"steps": 5}]
+    with pytest.raises(InvalidConfig, match="'sabr' is not one of the selected methods"):
+        _plan(specs, tmp_path / "r", methods=[specs["kmethod"]], grid={"sabr.lam": [0.1]})
+    with pytest.raises(InvalidConfig, match="method kmethod has no hyper-parameter 'lambda'"):
+        _plan(specs, tmp_path / "r", methods=[specs["kmethod"]], grid={"kmethod.lambda": [0.1]})
+
+
+REAL = ("adaptive", "ibp", "sabr")
+
+
+def test_registered_methods_take_their_own_keys(tmp_path):
+    """The design's example: κ for ACERT/IBP (and SABR, which also declares κ), λ (``lam``) for SABR only."""
+    from actbench.objectives import list_methods
+
+    if not set(REAL) <= set(list_methods()):
+        pytest.skip("adaptive, ibp and sabr specs are not registered yet")
+    out = tmp_path / "results"
+    requests = plan_sweep(list(REAL), "fashion-mnist", grid={"kappa": "0,0.25,0.5", "lam": "0.3,0.6"},
+                          seeds=[0, 1], preset="quick", out=out)  # fmt: skip
+    count = {m: sum(r.method == m for r in requests) for m in REAL}
+    assert count == {"adaptive": 3 * 2, "ibp": 3 * 2, "sabr": 3 * 2 * 2}
+    assert all(set(r.overrides) == {"kappa"} for r in requests if r.method != "sabr")
+    assert all(r.run_id.startswith(f"{r.method}-") for r in requests)
+    scoped = plan_sweep(list(REAL), "fashion-mnist", grid={"kappa": "0,0.5", "sabr.kappa": "0"}, seeds=[0],
+                        preset="quick", out=out)  # fmt: skip
+    assert [r.overrides for r in scoped if r.method == "sabr"] == [{"kappa": 0}]
+    with pytest.raises(InvalidConfig, match="'lambda'.*lam"):
+        plan_sweep(list(REAL), "fashion-mnist", grid={"lambda": [0.3]}, out=out)
+    with pytest.raises(InvalidConfig, match="kappa"):
+        plan_sweep(list(REAL), "fashion-mnist", grid={"kappa": [0.5, 2.0]}, out=out)
+    assert not out.exists()
+
+
 def test_seeds_multiply_and_repeats_collapse(specs, tmp_path):
     requests = _plan(specs, tmp_path / "r", methods=["standard"], seeds=[0, 1, 2, 1])
     assert [r.seed for r in requests] == [0, 1, 2]
