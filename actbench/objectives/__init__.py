@@ -4,7 +4,15 @@
 ``baselines/*.toml`` or a user's TOML) and ``create_objective(spec, track)`` builds its objective.
 """
 
-from actbench.objectives import standard  # noqa: F401  (registers the objective)
+from actbench.objectives import (  # noqa: F401  (importing registers the objectives)
+    adaptive,
+    crown_ibp,
+    ibp,
+    mtl_ibp,
+    pgd,
+    sabr,
+    standard,
+)
 from actbench.objectives.base import (
     Objective,
     Param,

@@ -8,8 +8,6 @@ never updated by the attack).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -57,14 +55,15 @@ def box_margin_bounds(
 
 def certified_radii(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_max: float, ctx: StepContext, *,
-    logits: torch.Tensor, bn_stats: Any, rtol: float, max_passes: int, init: torch.Tensor | None = None,
+    logits: torch.Tensor, bn_stats: Any, rtol: float, max_passes: int, atol: float = 1e-9,
+    init: torch.Tensor | None = None,
 ) -> Any:
     """IBP certified radii capped at ``eps_max`` (no gradient); counts the passes the search reports."""
     from actbench.certify.radius import certified_radii as _certified_radii
 
     result = _certified_radii(
         model, x, y, eps_max, method="ibp", rtol=rtol, max_passes=max_passes, logits=logits.detach(),
-        bn_stats=detach_stats(bn_stats), init=init, lo=ctx.lo, hi=ctx.hi,
+        bn_stats=detach_stats(bn_stats), init=init, lo=ctx.lo, hi=ctx.hi, atol=atol,
     )  # fmt: skip
     ctx.counter.add("ibp", int(result.passes.sum()), IBP, grad=False)
     return result
@@ -77,28 +76,21 @@ def detach_stats(bn_stats: Any) -> Any:
     return {m: (mean.detach(), var.detach()) for m, (mean, var) in bn_stats.items()}
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Temporarily put ``model`` in eval mode (attacks must not move BN running statistics)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def pgd_attack(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, ctx: StepContext, *,
     steps: int, step_size: float, restarts: int = 1, random_start: bool = True,
 ) -> torch.Tensor:
-    """PGD on CE inside ``B(x, eps)`` with BN in eval mode; ``step_size`` is relative to eps. Counted."""
+    """PGD on CE inside ``B(x, eps)`` (``certify.attack.pgd``) with BatchNorm in eval mode, so the attack
+    never moves the running statistics; ``step_size`` is relative to eps. Counted as ``steps + 1``
+    forwards and ``steps`` backwards per restart (the attack also scores its last iterate)."""
     from actbench.certify.attack import pgd
 
-    with eval_mode(model):
-        x_adv = pgd(
-            model, x, y, eps, steps=steps, step_size=step_size, restarts=restarts, loss="ce",
-            random_start=random_start, lo=ctx.lo, hi=ctx.hi,
-        )  # fmt: skip
-    ctx.counter.add("attack", x.shape[0] * steps * restarts, FORWARD, grad=True)
+    x_adv = pgd(model, x, y, eps, loss="ce", steps=steps, step_size=step_size, restarts=restarts,
+                random_start=random_start, lo=ctx.lo, hi=ctx.hi, eval_bn=True)  # fmt: skip
+    ctx.counter.add("attack", x.shape[0] * restarts, FORWARD * (2 * steps + 1))
     return x_adv.detach()
+
+
+def attack_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The PGD settings (``steps``, ``step_size``, ``restarts``) of an objective's parameters."""
+    return {key: params[key] for key in ("steps", "step_size", "restarts")}
