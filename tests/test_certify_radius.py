@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from test_certify_fixtures import one_thread
 
 from actbench.bounds import clean_forward, margin_bounds
 from actbench.certify import certified_radii, root_search
@@ -13,6 +14,13 @@ from actbench.errors import InvalidInput
 from actbench.models import create_model, ibp_init
 
 RTOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
+
 N = 400
 ROOTS = torch.rand(N, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.15 + 1e-4
 
@@ -157,3 +165,16 @@ def test_float32_train_mode_and_zero_cap():
     assert torch.allclose(again.radius, res.radius, rtol=1e-3, atol=1e-6)
     zero = certified_radii(model.eval(), x, y, 0.0)
     assert (zero.radius == 0).all() and (zero.passes == 0).all()
+
+
+def test_deadline_stops_the_search_soundly():
+    import time
+
+    f = SHAPES["linear"]
+
+    def fn(idx, eps):
+        return f(ROOTS[idx], eps.double())
+
+    f0 = f(ROOTS, torch.zeros(N, dtype=torch.float64))
+    res = root_search(fn, 0.1, f0=f0, deadline=time.monotonic() - 1.0)
+    assert (res.radius == 0).all() and (res.passes == 0).all() and not res.converged.any()
