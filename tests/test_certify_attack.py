@@ -13,6 +13,12 @@ from actbench.certify import attack_radii, attack_success, certified_radii, marg
 from actbench.errors import InvalidInput
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
 def batch():
     _, test, _ = fmnist()

@@ -19,6 +19,13 @@ GRID = [0.0, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03]
 FAST_ATTACK = AttackSettings(steps=8, restarts=1, bisect_steps=4)
 
 
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
 def report():
     _, test, _ = fmnist()

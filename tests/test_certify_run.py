@@ -16,6 +16,13 @@ FAST_ATTACK = AttackSettings(steps=5, restarts=1, bisect_steps=3)
 pytestmark = pytest.mark.skipif(fmnist()[2] != "fashion-mnist", reason="needs the Fashion-MNIST files")
 
 
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
+
+
 def test_certify_run_writes_card_and_radii_reproducibly(tmp_path):
     run = make_run(tmp_path / "run-a", samples=24)
     with one_thread():
