@@ -160,4 +160,28 @@ def test_zero_cap_and_float32():
                     dtype="float32")
     assert rep32.settings["dtype"] == "float32"
     r = rep32.records["radius_ibp"].to_numpy()
-    assert (r == r.astype(np.float32)).all() and not math.isnan(r.sum())
+    assert not math.isnan(r.sum()) and (r <= EPS_MAX).all()
+    at_cap = r == EPS_MAX
+    assert ((r == r.astype(np.float32)) | at_cap).all()
+    assert at_cap.any() and (rep32.records["status"][at_cap] == "certified_max").all()
+
+
+def test_memory_refusal_halves_the_batch(monkeypatch):
+    from actbench.errors import ResourceLimit
+
+    _, test, _ = fmnist()
+    model = trained_model("mlp")
+    real = engine.certified_radii
+    sizes = []
+
+    def picky(model, x, *args, **kwargs):
+        sizes.append(x.shape[0])
+        if x.shape[0] > 5:
+            raise ResourceLimit("too big")
+        return real(model, x, *args, **kwargs)
+
+    plain = certify(model, test, EPS_MAX, GRID, verifiers=("ibp",), samples=24, attack=False, progress=False)
+    monkeypatch.setattr(engine, "certified_radii", picky)
+    split = certify(model, test, EPS_MAX, GRID, verifiers=("ibp",), samples=24, attack=False, progress=False)
+    assert max(s for s in sizes if s <= 5) <= 5 and sizes[0] > 5
+    np.testing.assert_array_equal(plain.records["radius_ibp"], split.records["radius_ibp"])

@@ -206,7 +206,7 @@ def certify(
                 for part, res in _radii_adaptive(net, x[local], y[local], logits[idx].to(dtype), eps_max, v, init,
                                                  rtol, snap, deadline):
                     sub = idx[part]
-                    r = res.radius.double().cpu()
+                    r = res.radius.double().cpu().clamp(max=eps_max)  # float32 cap may be 1 ulp above
                     timed_out = deadline is not None and time.monotonic() > deadline
                     late = ~res.converged.cpu() & timed_out
                     radius[v][sub] = torch.where(late, torch.full_like(r, math.nan), r)

@@ -10,13 +10,16 @@ not be). Nothing is ever extrapolated past the certified side.
 Probe choice (vectorised over the batch, one bound pass per active sample per round):
 
 * round 1 evaluates ``eps_max`` (certified there: done after one pass), or the warm start ``init``;
-* then a secant step through the two latest points, or Illinois regula falsi on the bracket, clamped
-  at least ``0.9 * tol`` inside the bracket so that one accurate step closes it;
-* bisection when the bracket did not halve in two rounds (safeguard, as in Brent's method).
+* then inverse quadratic interpolation through the three latest points, else a secant through the
+  two latest, else Anderson-Bjorck regula falsi on the bracket, clamped at least ``0.9 * tol`` inside
+  the bracket so that one accurate estimate closes it with the next probe;
+* bisection (geometric when the bracket spans a factor > 4) when the bracket did not halve in three
+  rounds: the safeguard of Brent's method, so the worst case stays logarithmic.
 
-IBP margin bounds are piecewise linear in eps, so once two points fall on the root's linear piece the
-secant is exact and the bracket closes on the next probe: about 5-7 passes per sample at rtol 1e-4
-where bisection needs about 14. Samples leave the active batch when their bracket is tight:
+IBP margin bounds are piecewise linear in eps, so once the points fall on the root's linear piece the
+interpolation is exact and the bracket closes on the next probe: about 5-6 passes per sample whose
+radius lies inside ``(0, eps_max)`` at rtol 1e-4, where bisection needs about 16
+(``benchmarks/certify.py``). Samples leave the active batch when their bracket is tight:
 ``(hi - lo) <= rtol * hi`` or ``(hi - lo) <= atol``.
 
 ``snap`` points (an eps grid) are never left strictly inside a final bracket: such a point is probed,
@@ -83,6 +86,19 @@ def _as_vector(value: torch.Tensor | float | None, n: int, fill: float, device: 
     return torch.full((n,), float(value), dtype=torch.float64, device=device)
 
 
+def _cast(t: torch.Tensor, dtype: torch.dtype, up: bool) -> torch.Tensor:
+    """Float64 values rounded to ``dtype`` upwards or downwards (not to nearest), back in float64.
+
+    The cap and snap points are rounded up, so "certified at the rounded point" still implies
+    "certified at the requested eps" (a smaller box); a radius at the cap may then exceed ``eps_max``
+    by one unit in the last place of ``dtype`` (callers may clamp it, a smaller claim).
+    """
+    c = t.to(dtype)
+    toward = torch.full_like(c, float("inf") if up else float("-inf"))
+    wrong = c.double() < t if up else c.double() > t
+    return torch.where(wrong, torch.nextafter(c, toward), c).double()
+
+
 def _secant(a: torch.Tensor, fa: torch.Tensor, b: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
     """Root of the line through (a, fa) and (b, fb); NaN where undefined."""
     x = b - fb * (b - a) / (fb - fa)
@@ -115,7 +131,7 @@ def root_search(
         raise InvalidInput(f"root_search: need rtol > 0, atol >= 0, max_passes >= 1 (got {rtol}, {atol}, {max_passes})")
     device = torch.device(device)
     n = _batch_size(f0, eps_max, init, n=n)
-    cap = _as_vector(eps_max, n, 0.0, device).to(dtype).double()
+    cap = _cast(_as_vector(eps_max, n, 0.0, device), dtype, up=True)
     if bool((cap < 0).any()) or not bool(torch.isfinite(cap).all()):
         raise InvalidInput("root_search: eps_max must be finite and >= 0")
     passes = torch.zeros(n, dtype=torch.int64, device=device)
@@ -127,7 +143,7 @@ def root_search(
         f0 = _as_vector(f0, n, 0.0, device)
     snap_t = None
     if snap is not None:
-        snap_t = torch.as_tensor(snap, dtype=torch.float64, device=device).flatten().to(dtype).double()
+        snap_t = _cast(torch.as_tensor(snap, dtype=torch.float64, device=device).flatten(), dtype, up=True)
         snap_t = snap_t[snap_t > 0].unique() if snap_t.numel() else None
         if snap_t is not None and snap_t.numel() == 0:
             snap_t = None
