@@ -184,4 +184,5 @@ def test_memory_refusal_halves_the_batch(monkeypatch):
     monkeypatch.setattr(engine, "certified_radii", picky)
     split = certify(model, test, EPS_MAX, GRID, verifiers=("ibp",), samples=24, attack=False, progress=False)
     assert max(s for s in sizes if s <= 5) <= 5 and sizes[0] > 5
-    np.testing.assert_array_equal(plain.records["radius_ibp"], split.records["radius_ibp"])
+    # Same radii up to the search tolerance (sub-batches round differently in the last bits).
+    np.testing.assert_allclose(plain.records["radius_ibp"], split.records["radius_ibp"], rtol=2e-4)
