@@ -161,12 +161,22 @@ def pgd_attack(
 def attack_success(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, steps: int = 20,
     restarts: int = 2, step_size_ratio: float = 0.1, generator: torch.Generator | None = None,
-    lo: float = 0.0, hi: float = 1.0,
+    lo: float = 0.0, hi: float = 1.0, attack_model: nn.Module | None = None,
 ) -> torch.Tensor:
-    """Per-sample bool: an input with margin <= 0 was found in the clipped eps-box (clean x included)."""
+    """Per-sample bool: an input with margin <= 0 was found in the clipped eps-box (clean x included).
+
+    ``attack_model`` (e.g. a float32 copy of a float64 ``model``) runs the PGD iterations faster; its
+    candidate points are clamped into ``model``'s box in ``x.dtype`` and the verdict always comes
+    from ``model`` itself, so a reported success is a real adversarial example for ``model``.
+    """
     with torch.no_grad(), eval_mode(model):
         clean_bad = margins(model(x), y) <= 0
-    x_adv = pgd_attack(model, x, y, eps, steps, restarts, step_size_ratio, generator, lo, hi)
+    runner = model if attack_model is None else attack_model
+    dtype = next((p.dtype for p in runner.parameters()), x.dtype)
+    eps_a = eps.to(dtype) if isinstance(eps, torch.Tensor) else eps
+    x_adv = pgd_attack(runner, x.to(dtype), y, eps_a, steps, restarts, step_size_ratio, generator, lo, hi)
+    lower, upper, _ = box_of(x, eps, lo, hi)
+    x_adv = torch.maximum(torch.minimum(x_adv.to(x.dtype), upper), lower)
     with torch.no_grad(), eval_mode(model):
         return clean_bad | (margins(model(x_adv), y) <= 0)
 
@@ -183,6 +193,7 @@ def attack_radii(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_max: float, steps: int = 20, restarts: int = 2,
     step_size_ratio: float = 0.1, bisect_steps: int = 8, start: torch.Tensor | None = None,
     generator: torch.Generator | None = None, lo: float = 0.0, hi: float = 1.0,
+    attack_model: nn.Module | None = None,
 ) -> AttackRadii:
     """Smallest attacked eps per sample by bisection on attack success over ``[start, eps_max]``.
 
@@ -206,7 +217,7 @@ def attack_radii(
         idx = mask.nonzero().squeeze(1)
         attacks[idx] += 1
         hit = attack_success(model, x[idx], y[idx], eps[idx].to(x.dtype), steps, restarts, step_size_ratio,
-                             generator, lo, hi)
+                             generator, lo, hi, attack_model)
         out = torch.zeros(n, dtype=torch.bool, device=x.device)
         out[idx] = hit
         return out
