@@ -395,7 +395,8 @@ def run_sweep(
     if not todo:
         backend: _Backend = _InlineBackend()  # nothing to run: no workers, no cluster
     elif executor == "ray":
-        backend = _RayBackend(address, num_cpus, jobs)  # connects (or fails) before anything runs
+        backend = _RayBackend(address, num_cpus, jobs, gpu=any(r.device != "cpu" for r in todo))
+        todo = [_absolute_paths(r) for r in todo]  # workers do not share this process's working directory
     elif jobs > 1 and len(todo) > 1:
         backend = _PoolBackend(min(jobs, len(todo)), num_cpus)
     else:
@@ -416,6 +417,12 @@ def run_sweep(
         finally:
             backend.close()
     return summary
+
+
+def _absolute_paths(request: RunRequest) -> RunRequest:
+    """The request with its results and data folders as absolute paths (as seen from this machine)."""
+    data_dir = str(Path(request.data_dir).absolute()) if request.data_dir else None
+    return dataclasses.replace(request, out=Path(request.out).absolute(), data_dir=data_dir)
 
 
 def _report(console: Console, result: RunResult) -> None:
@@ -559,7 +566,7 @@ def probe_address(address: str, timeout: float = CONNECT_TIMEOUT) -> str:
 class _RayBackend(_Backend):
     """One Ray task per run, on a cluster (``address``) or a local Ray instance started here."""
 
-    def __init__(self, address: str | None, num_cpus: int | None, jobs: int) -> None:
+    def __init__(self, address: str | None, num_cpus: int | None, jobs: int, gpu: bool = True) -> None:
         ray = ray_module()
         self.ray = ray
         self.started = False
@@ -577,7 +584,8 @@ class _RayBackend(_Backend):
         cpus = int(ray.cluster_resources().get("CPU", 1))
         gpus = ray.cluster_resources().get("GPU", 0)
         threads = max(1, cpus // jobs) if not address and jobs > 1 else 1
-        self.remote = ray.remote(run_one).options(num_cpus=threads, num_gpus=1 if gpus else 0, max_retries=0)
+        self.remote = ray.remote(run_one).options(num_cpus=threads, num_gpus=1 if gpus and gpu else 0,
+                                                  max_retries=0)  # fmt: skip
         self.threads = threads
         self.refs: dict[Any, RunRequest] = {}
 
