@@ -82,17 +82,17 @@ def test_debug_shows_traceback(tmp_path):
 @pytest.mark.skipif(not is_available("fashion-mnist"), reason="Fashion-MNIST files not installed")
 def test_run_standard_end_to_end_writes_a_valid_card(tmp_path):
     args = ["run", "--method", "standard", "--dataset", "fashion-mnist", "--preset", "quick", "--epochs", "1",
-            "--train-subset", "2000", "--samples", "200", "--out", str(tmp_path), "--quiet"]  # fmt: skip
+            "--train-subset", "4000", "--samples", "100", "--out", str(tmp_path), "--quiet"]  # fmt: skip
     out = actbench(*args)
     assert out.returncode == 0, out.stderr
     cards = list(tmp_path.glob("fashion-mnist/*/card.json"))
     assert len(cards) == 1
     card = read_card(cards[0])
     assert card["status"] == "complete" and card["method"]["name"] == "standard"
-    assert card["track"]["preset"] == "quick" and card["data"]["train_subset"] == 2000
+    assert card["track"]["preset"] == "quick" and card["data"]["train_subset"] == 4000
     assert card["budget"]["used"]["epochs"] == 1 and card["budget"]["used"]["propagations"] > 0
     assert 0.5 < card["metrics"]["clean_accuracy"] <= 1.0
-    assert card["metrics"]["samples"] == 200
+    assert card["metrics"]["samples"] == 100
     run_dir = cards[0].parent
     assert (run_dir / "history.csv").is_file() and (run_dir / "radii.parquet").is_file()
     assert (run_dir / "model.pt").is_file()

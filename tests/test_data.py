@@ -32,7 +32,7 @@ def test_real_fashion_mnist_idx_files():
         assert split.images.dtype == torch.uint8 and split.images.shape[1:] == (1, 28, 28)
         assert set(split.labels.unique().tolist()) == set(range(10))
     x, y, idx = next(splits.test.batches(512))
-    assert x.dtype == torch.float32 and 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.99
+    assert x.dtype == torch.float32 and x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.99
     assert idx.tolist() == list(range(512))
     # balanced classes: 6000 per class in train+val, 1000 per class in test
     counts = torch.bincount(torch.cat([splits.train.labels, splits.val.labels]), minlength=10)
