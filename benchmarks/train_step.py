@@ -1,0 +1,170 @@
+"""Training-step cost of every method, relative to standard training and to IBP.
+
+Setting: cnn3 on Fashion-MNIST-shaped data (the real Fashion-MNIST when available, else synthetic),
+batch 128, train mode, eps_t = eps = 0.1 after the ramp (no regulariser), 2 threads. The model is
+first trained briefly with the IBP objective up to eps 0.1 so the radii and attacks see a
+mid-training network. Each method then runs from a copy of those weights over the same fixed
+batches: one untimed pass (it also fills ACERT's warm-start cache, as the previous epoch would),
+then timed passes; a step is the full loss + backward + clipping + Adam step. Prints the median step
+time, its ratio to ``standard`` and ``ibp``, propagations per sample (``actbench.objectives.cost``)
+and bound passes per step. ACERT is shown with its defaults (warm start, rtol 1e-2), without the warm
+start, and at the reference's tolerance (rtol 1e-4). Target: ACERT step <= 2.5x an IBP step.
+
+Run: ``.venv/bin/python benchmarks/train_step.py [--threads 2] [--batches 6] [--repeats 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import statistics
+import tempfile
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from actbench.config import Budget, load_track
+from actbench.data import Split, Splits, get_info, is_available, load_splits
+from actbench.models import create_model
+from actbench.objectives import create_objective, load_method
+from actbench.objectives.base import StepContext
+from actbench.objectives.cost import PropagationCounter
+from actbench.train import train
+
+EPS, BATCH = 0.1, 128
+VARIANTS = [  # (label, method, overrides, eps_t)
+    ("standard", "standard", {}, EPS),
+    ("pgd", "pgd", {}, EPS),
+    ("ibp", "ibp", {}, EPS),
+    ("crown_ibp", "crown_ibp", {}, EPS),
+    ("crown_ibp mid-ramp (eps_t 0.05, beta 0.5)", "crown_ibp", {}, EPS / 2),
+    ("sabr", "sabr", {}, EPS),
+    ("mtl_ibp", "mtl_ibp", {}, EPS),
+    ("adaptive", "adaptive", {}, EPS),
+    ("adaptive, no warm start", "adaptive", {"warm_start": False}, EPS),
+    ("adaptive, rtol 1e-4 (reference tolerance)", "adaptive", {"train_rtol": 1e-4}, EPS),
+]
+
+
+def data(n_train: int) -> tuple[Splits, str]:
+    """Real Fashion-MNIST when on disk, otherwise class-template synthetic images of the same shape."""
+    if is_available("fashion-mnist"):
+        return load_splits("fashion-mnist", val_size=1000, train_subset=n_train, augment=False), "Fashion-MNIST"
+    gen = torch.Generator().manual_seed(0)
+    templates = torch.rand(10, 1, 28, 28, generator=gen)
+
+    def split(n: int) -> Split:
+        labels = torch.arange(n) % 10
+        images = 0.6 * templates[labels] + 0.4 * torch.rand(n, 1, 28, 28, generator=gen)
+        return Split(images.mul(255).round().to(torch.uint8), labels)
+
+    info = get_info("fashion-mnist")
+    splits = Splits(info, split(n_train), split(256), split(256), "synthetic")
+    splits.sizes = {"train": n_train, "val": 256, "test": 256}
+    return splits, "synthetic"
+
+
+def pretrain(splits: Splits) -> torch.nn.Module:
+    """IBP training for one clean and one ramp epoch, so eps reaches 0.1 (a mid-training model)."""
+    track = dataclasses.replace(load_track("fashion-mnist"), batch_size=BATCH, warmup_epochs=1, ramp_epochs=1,
+                                selection="last", selection_samples=64)  # fmt: skip
+    torch.manual_seed(0)
+    model = create_model("cnn3", (1, 28, 28), 10)
+    objective = create_objective(load_method("ibp", track.name, {}), track)
+    with tempfile.TemporaryDirectory() as run_dir:
+        train(model, splits, track, objective, budget=Budget("epochs", 2), run_dir=run_dir, seed=0, progress=False)
+    return model
+
+
+@dataclasses.dataclass
+class Runner:
+    """One method's model, optimiser and objective, stepped over the fixed batches."""
+
+    label: str
+    objective: object
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    eps_t: float
+    counter: PropagationCounter = dataclasses.field(default_factory=PropagationCounter)
+    times: list = dataclasses.field(default_factory=list)
+    props: list = dataclasses.field(default_factory=list)
+    passes: list = dataclasses.field(default_factory=list)
+    radius_passes: list = dataclasses.field(default_factory=list)
+
+    def step(self, i: int, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, record: bool) -> None:
+        ctx = StepContext(eps_t=self.eps_t, eps=EPS, epoch=10, step=i, reg_phase=False, reg_weight=0.0,
+                          indices=index, counter=self.counter, num_classes=10)  # fmt: skip
+        before = self.counter.total
+        start = time.perf_counter()
+        loss, stats = self.objective.loss(self.model, x, y, ctx)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
+        self.opt.step()
+        elapsed = time.perf_counter() - start
+        if record:
+            self.times.append(elapsed)
+            self.props.append((self.counter.total - before) / x.shape[0])
+            self.passes.append(stats.get("bound_passes", float("nan")))
+            self.radius_passes.append(stats.get("radius_passes", float("nan")))
+
+    def summary(self) -> dict:
+        mean = statistics.mean
+        return {"ms": 1000 * statistics.median(self.times), "props": mean(self.props),
+                "passes": mean(self.passes), "radius_passes": mean(self.radius_passes)}  # fmt: skip
+
+
+def make_runner(base: torch.nn.Module, label: str, name: str, overrides: dict, eps_t: float, n: int) -> Runner:
+    track = load_track("fashion-mnist")
+    objective = create_objective(load_method(name, track.name, overrides), track)
+    objective.setup(n, "cpu")
+    model = copy.deepcopy(base).train()
+    return Runner(label, objective, model, torch.optim.Adam(model.parameters(), lr=1e-4), eps_t)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=4, help="fixed batches per pass")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the batches")
+    parser.add_argument("--pretrain-samples", type=int, default=4096)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    console = Console()
+    splits, source = data(args.pretrain_samples)
+    console.print(f"data: {source}; pretraining cnn3 with IBP to eps {EPS} ...")
+    base = pretrain(splits)
+    batches = list(splits.train.batches(BATCH))[: args.batches]
+    runners = [make_runner(base, label, name, overrides, eps_t, len(batches) * BATCH)
+               for label, name, overrides, eps_t in VARIANTS]  # fmt: skip
+    torch.manual_seed(0)
+    # Interleaved: every pass runs each method over the same batches, so load changes on a shared
+    # machine affect all methods alike. Pass 0 is untimed (warm-up; fills ACERT's warm-start cache).
+    for rep in range(args.repeats + 1):
+        for runner in runners:
+            for i, (x, y, index) in enumerate(batches):
+                runner.step(i, x, y, index, record=rep > 0)
+        console.print(f"  pass {rep + 1}/{args.repeats + 1} done")
+    results = {r.label: r.summary() for r in runners}
+    title = f"Training step, cnn3, batch {BATCH}, eps_t = eps = {EPS}, {args.threads} threads ({source})"
+    table = Table(width=140, title=title)
+    for col in ("method", "median ms", "x standard", "x ibp", "propagations/sample", "bound passes/step",
+                "search passes/sample"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    std, ibp = results["standard"]["ms"], results["ibp"]["ms"]
+    for label, r in results.items():
+        cells = ["" if v != v else f"{v:.2f}" for v in (r["passes"], r["radius_passes"])]
+        table.add_row(label, f"{r['ms']:.1f}", f"{r['ms'] / std:.2f}", f"{r['ms'] / ibp:.2f}", f"{r['props']:.1f}",
+                      *cells)  # fmt: skip
+    console.print(table)
+    ratio = results["adaptive"]["ms"] / ibp
+    verdict = "meets" if ratio <= 2.5 else "misses"
+    console.print(f"ACERT step = {ratio:.2f}x an IBP step ({verdict} the 2.5x target); "
+                  f"without warm start {results['adaptive, no warm start']['ms'] / ibp:.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
