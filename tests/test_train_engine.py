@@ -164,3 +164,38 @@ def test_progress_bar_runs(tmp_path, capsys) -> None:
     result = train(make_model(0), synthetic_splits(n_train=64, n_val=16), dataclasses.replace(track, selection="last"),
                    _standard(track), budget=Budget("epochs", 1), run_dir=tmp_path, seed=0, progress=True)  # fmt: skip
     assert result.used["epochs"] == 1
+
+
+class CrashingAdaptive:
+    """Wraps ACERT so that it raises after ``after`` steps; state and flags are the wrapped objective's."""
+
+    def __init__(self, inner, after: int):
+        self.inner, self.after, self.calls = inner, after, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def loss(self, model, x, y, ctx):
+        self.calls += 1
+        if self.calls > self.after:
+            raise Crash("killed")
+        return self.inner.loss(model, x, y, ctx)
+
+
+@pytest.mark.slow
+def test_adaptive_resume_restores_radius_cache(tmp_path) -> None:
+    """ACERT keeps per-sample warm-start radii; a resumed run must end exactly like an uninterrupted one."""
+    track = small_track(warmup_epochs=1, ramp_epochs=1, selection_samples=16)
+    splits = synthetic_splits(n_train=128, n_val=16)
+
+    def adaptive():
+        return create_objective(load_method("adaptive", track.name, {"kappa": 0.5}), track)
+
+    straight = _run(tmp_path / "a", objective=adaptive(), track=track, splits=splits)
+    assert straight.history[-1]["adaptive_radius"] > 0 and straight.history[-1]["radius_passes"] > 0
+    with pytest.raises(Crash):
+        _run(tmp_path / "b", objective=CrashingAdaptive(adaptive(), after=5), track=track, splits=splits)
+    resumed = _run(tmp_path / "b", objective=adaptive(), track=track, splits=splits, resume=True)
+    assert _metrics(resumed.history) == _metrics(straight.history)
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
