@@ -199,3 +199,13 @@ def test_adaptive_resume_restores_radius_cache(tmp_path) -> None:
     assert _metrics(resumed.history) == _metrics(straight.history)
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_onecycle_and_l1_in_the_loop(tmp_path) -> None:
+    track = small_track(lr_schedule="onecycle", lr=2e-3, l1=1e-3, selection="last")
+    result = _run(tmp_path, track=track, budget=Budget("epochs", 2), splits=synthetic_splits(n_train=128, n_val=16))
+    first, last = result.history
+    assert first["lr"] < 2e-3 and last["lr"] < first["lr"]  # onecycle: rising, then annealed to max/2500
+    l1 = sum(float(m.weight.detach().abs().sum()) for m in result.model.modules()
+             if isinstance(m, torch.nn.Conv2d | torch.nn.Linear))  # fmt: skip
+    assert last["loss"] - last["clean_loss"] == pytest.approx(1e-3 * l1, rel=0.05)
