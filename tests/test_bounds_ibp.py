@@ -6,7 +6,14 @@ import copy
 
 import pytest
 import torch
-from test_bounds_util import margins, pgd_min_margin, randomize_bn, tiny_conv, tiny_fc
+from test_bounds_util import (
+    margins,
+    one_thread,  # noqa: F401
+    pgd_min_margin,
+    randomize_bn,
+    tiny_conv,
+    tiny_fc,
+)
 from torch import nn
 
 from actbench.bounds import box_margin_bounds, build_network, clean_forward, logit_bounds, margin_bounds
@@ -204,8 +211,8 @@ def test_gradients_flow_through_ibp_in_train_mode():
 def test_network_flattens_nested_sequential_and_drops_identities():
     net = build_network(tiny_conv(bn=True))
     kinds = [type(layer).__name__ for layer in net.layers]
-    assert kinds == ["NormalizeLayer", "ConvLayer", "BatchNormLayer", "ReLULayer", "ConvLayer", "BatchNormLayer",
-                     "ReLULayer", "FlattenLayer", "LinearLayer", "ReLULayer", "LinearLayer"]
+    assert kinds == ["NormalizeLayer", "ConvLayer", "BatchNormLayer", "ReLULayer", "AvgPoolLayer", "ConvLayer",
+                     "BatchNormLayer", "ReLULayer", "FlattenLayer", "LinearLayer", "ReLULayer", "LinearLayer"]
 
 
 @pytest.mark.parametrize("bad", [nn.Tanh(), nn.MaxPool2d(2), nn.ModuleList([nn.ReLU()])])
@@ -246,6 +253,6 @@ def test_bad_inputs():
         margin_bounds(model, x + 2.0, y, 0.1)
     conv = tiny_conv()
     with pytest.raises(InvalidInput, match="channels"):
-        margin_bounds(conv, torch.rand(2, 3, 5, 5), y, 0.1)
+        margin_bounds(conv, torch.rand(2, 3, 6, 6), y, 0.1)
     with pytest.raises(InvalidInput, match="features"):
-        margin_bounds(conv, torch.rand(2, 1, 6, 6), y, 0.1)
+        margin_bounds(conv, torch.rand(2, 1, 8, 8), y, 0.1)

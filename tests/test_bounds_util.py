@@ -16,6 +16,15 @@ from actbench.models import Normalize
 METHODS = ("ibp", "crown-ibp", "crown")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids thread spin-wait on a shared 2-core machine (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Exact margins ``z_y - z_t`` for ``t != y`` (increasing t), ``[B, K-1]``."""
     z = model(x)
@@ -51,31 +60,34 @@ def tiny_fc(n_in: int = 6, hidden: int = 8, k: int = 3, bn: bool = False, depth:
 
 
 def tiny_conv(bn: bool = False, k: int = 3) -> nn.Sequential:
-    """Input [1, 5, 5]: conv(2, k3, s1, p0) -> [2, 3, 3], conv(3, k2, s1, p1) -> [3, 4, 4], fc 6, fc k."""
+    """Input [1, 6, 6]: conv(2, k3, s2, p1) -> [2, 3, 3] (needs output_padding 1 to invert), avgpool(2, s1)
+    -> [2, 2, 2], conv(3, k2) -> [3, 1, 1], fc 6, fc k; nested Sequential and Dropout included."""
     bn2 = (lambda c: [nn.BatchNorm2d(c)]) if bn else (lambda c: [])
     return nn.Sequential(
         Normalize([0.5], [0.25]),
-        nn.Conv2d(1, 2, 3), *bn2(2), nn.ReLU(),
-        nn.Sequential(nn.Conv2d(2, 3, 2, stride=1, padding=1), *bn2(3), nn.ReLU()),
-        nn.Flatten(), nn.Linear(48, 6), nn.ReLU(), nn.Dropout(0.5),
+        nn.Conv2d(1, 2, 3, stride=2, padding=1), *bn2(2), nn.ReLU(),
+        nn.AvgPool2d(2, stride=1),
+        nn.Sequential(nn.Conv2d(2, 3, 2), *bn2(3), nn.ReLU()),
+        nn.Flatten(), nn.Linear(3, 6), nn.ReLU(), nn.Dropout(0.5),
         nn.Linear(6, k),
     )  # fmt: skip
 
 
-def lightly_train(model: nn.Module, in_shape: tuple[int, ...], k: int, seed: int, steps: int = 40) -> nn.Module:
-    """A few Adam steps on a random separable task, so weights are not purely random."""
+def lightly_train(model: nn.Module, in_shape: tuple[int, ...], k: int, seed: int, steps: int = 25) -> nn.Module:
+    """A few gradient steps on a random separable task, so weights are not purely random (manual SGD:
+    torch.optim's first use costs seconds of imports)."""
     g = torch.Generator().manual_seed(seed)
     n = int(np.prod(in_shape))
     proj = torch.randn(n, k, generator=g)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
     model.train()
     for _ in range(steps):
         x = torch.rand(32, *in_shape, generator=g)
         y = (x.flatten(1) @ proj).argmax(1)
         loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        with torch.no_grad():
+            for p, grad in zip(model.parameters(), grads, strict=True):
+                p -= 0.2 * grad
     return model.eval()
 
 

@@ -137,7 +137,7 @@ def crown_lower(layers: list[Layer], spec: torch.Tensor, ibp_bounds: list[Interv
     for j, pos in enumerate(positions):
         bounds = ibp_bounds[j]
         if j > 0:  # IBP from the previous refined layer, intersected with the first IBP pass
-            _, c, r = ibp.relu_interval(*refined[-1])
+            c, r = ibp.post_relu(*refined[-1])
             c, r = ibp.propagate(layers, c, r, positions[j - 1] + 1, pos)
             bounds = (torch.maximum(bounds[0], c - r), torch.minimum(bounds[1], c + r))
         if not _exact_by_ibp(layers, pos):

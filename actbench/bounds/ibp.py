@@ -43,6 +43,12 @@ def relu_interval(c: torch.Tensor, r: torch.Tensor) -> tuple[Interval, torch.Ten
     return (lower, upper), (hi + lo) * 0.5, (hi - lo) * 0.5
 
 
+def post_relu(lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre and radius of the ReLU image of the interval ``[lower, upper]``."""
+    lo, hi = torch.relu(lower), torch.relu(upper)
+    return (hi + lo) * 0.5, (hi - lo) * 0.5
+
+
 def propagate(layers: list[Layer], c: torch.Tensor, r: torch.Tensor, start: int, stop: int,
               relu_bounds: list[Interval] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Push ``(c, r)`` through ``layers[start:stop]``; pre-activation intervals go to ``relu_bounds``."""
