@@ -256,3 +256,18 @@ def test_bad_inputs():
         margin_bounds(conv, torch.rand(2, 3, 6, 6), y, 0.1)
     with pytest.raises(InvalidInput, match="features"):
         margin_bounds(conv, torch.rand(2, 1, 8, 8), y, 0.1)
+
+
+def test_no_grad_layer_cache_sees_weight_and_stat_updates():
+    model = _zoo("cnn3", 11)
+    x, y = _data(3, seed=11)
+    with torch.no_grad():
+        first = margin_bounds(model, x, y, 0.01).lower
+        torch.testing.assert_close(margin_bounds(model, x, y, 0.01).lower, first)
+        model[1].weight.mul_(0.5)  # in-place update, like an optimizer step
+        second = margin_bounds(model, x, y, 0.01).lower
+        model[2].running_mean.add_(1.0)
+        third = margin_bounds(model, x, y, 0.01).lower
+        fresh = margin_bounds(copy.deepcopy(model), x, y, 0.01).lower
+    assert not torch.allclose(first, second) and not torch.allclose(second, third)
+    torch.testing.assert_close(third, fresh)

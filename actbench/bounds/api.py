@@ -8,6 +8,7 @@ inside their first layer, and ``input_box`` reports the box after that layer.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -104,6 +105,22 @@ def _model_dtype(model: nn.Module, x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+# Materialised layers (with their cached |W|) of models evaluated without autograd and with fixed
+# statistics, e.g. the repeated calls of a certified-radius search. Keyed on the identity, storage and
+# version counter of every parameter and buffer, so any weight update invalidates the entry.
+_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[Layer], list[tuple[int, ...]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _cache_key(model: nn.Module, xl: torch.Tensor, dtype: torch.dtype) -> tuple | None:
+    tensors = [*model.parameters(), *model.buffers()]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return None
+    flags = tuple(m.training for m in model.modules())
+    return (dtype, xl.device, tuple(xl.shape), flags, *((id(t), t.data_ptr(), t._version) for t in tensors))
+
+
 def _prepare(model: nn.Module, xl: torch.Tensor, xu: torch.Tensor, clean: torch.Tensor,
              bn_stats: batchnorm.BNStats | None) -> _Prepared:
     net: Network = build_network(model)
@@ -112,11 +129,18 @@ def _prepare(model: nn.Module, xl: torch.Tensor, xu: torch.Tensor, clean: torch.
         raise InvalidInput(f"the model must output [B, K] logits with K >= 2, got per-sample shape {shapes[-1]}")
     dtype = _model_dtype(model, xl)
     xl, xu, clean = xl.to(dtype), xu.to(dtype), clean.to(dtype)
-    if bn_stats is None and batchnorm.needs_batch_stats(net):
-        bn_stats = batchnorm.batch_stats(net, clean)
-    layers = materialize(net, shapes, batchnorm.affine_provider(bn_stats), dtype, xl.device)
-    layer_shapes = infer_shapes(Network(layers), tuple(xl.shape[1:]))  # also records conv input shapes
     normalize_first = bool(net.layers) and isinstance(net.layers[0], NormalizeLayer)
+    batch_stats_needed = batchnorm.needs_batch_stats(net)
+    key = None if batch_stats_needed else _cache_key(model, xl, dtype)
+    cached = _CACHE.get(model)
+    if key is not None and cached is not None and cached[0] == key:
+        return _Prepared(cached[1], xl, xu, normalize_first, shapes[-1][0], cached[2])
+    if bn_stats is None and batch_stats_needed:
+        bn_stats = batchnorm.batch_stats(net, clean)
+    layers = materialize(net, shapes, batchnorm.affine_provider(bn_stats), dtype, xl.device, xl.shape[0])
+    layer_shapes = infer_shapes(Network(layers), tuple(xl.shape[1:]))  # also records conv input shapes
+    if key is not None:
+        _CACHE[model] = (key, layers, layer_shapes)
     return _Prepared(layers, xl, xu, normalize_first, shapes[-1][0], layer_shapes)
 
 

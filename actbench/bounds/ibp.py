@@ -40,13 +40,15 @@ def relu_interval(c: torch.Tensor, r: torch.Tensor) -> tuple[Interval, torch.Ten
     """Pre-activation bounds ``(l, u)`` and the post-ReLU centre and radius."""
     lower, upper = c - r, c + r
     lo, hi = torch.relu(lower), torch.relu(upper)
-    return (lower, upper), (hi + lo) * 0.5, (hi - lo) * 0.5
+    centre = torch.lerp(lo, hi, 0.5)
+    return (lower, upper), centre, hi - centre
 
 
 def post_relu(lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Centre and radius of the ReLU image of the interval ``[lower, upper]``."""
     lo, hi = torch.relu(lower), torch.relu(upper)
-    return (hi + lo) * 0.5, (hi - lo) * 0.5
+    centre = torch.lerp(lo, hi, 0.5)
+    return centre, hi - centre
 
 
 def propagate(layers: list[Layer], c: torch.Tensor, r: torch.Tensor, start: int, stop: int,

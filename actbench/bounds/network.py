@@ -392,9 +392,10 @@ def infer_shapes(net: Network, in_shape: Shape) -> list[Shape]:
 
 
 def materialize(net: Network, shapes: list[Shape], bn_affine: BNAffine, dtype: torch.dtype,
-                device: torch.device) -> list[Layer]:
+                device: torch.device, batch: int) -> list[Layer]:
     """Concrete layers in ``dtype``: BatchNorm becomes ``bn_affine``'s per-channel map, fused into the
-    preceding Linear/Conv2d when there is one (exact; saves one pass per layer)."""
+    preceding Linear/Conv2d when that is cheaper (exact; saves passes over the activations, but rescaling
+    a weight larger than the batch's activations, like a big classifier layer, would cost more)."""
     out: list[Layer] = []
     for i, layer in enumerate(net.layers):
         if not isinstance(layer, BatchNormLayer):
@@ -402,7 +403,8 @@ def materialize(net: Network, shapes: list[Shape], bn_affine: BNAffine, dtype: t
             continue
         scale, shift = bn_affine(layer, dtype, device)
         prev = out[-1] if out else None
-        if isinstance(prev, ConvLayer) or (isinstance(prev, LinearLayer) and len(shapes[i]) == 1):
+        fusable = isinstance(prev, ConvLayer) or (isinstance(prev, LinearLayer) and len(shapes[i]) == 1)
+        if fusable and prev.weight.numel() <= batch * math.prod(shapes[i]):
             out[-1] = prev.fuse(scale, shift)
         else:
             out.append(ChannelAffineLayer(scale, shift, layer.name))
