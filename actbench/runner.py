@@ -91,7 +91,11 @@ def resolve_track(request: RunRequest) -> Track:
     if request.epochs is not None:
         track = dataclasses.replace(track, budget=Budget("epochs", request.epochs))
     elif request.budget is not None:
-        track = dataclasses.replace(track, budget=Budget.parse(request.budget))
+        budget = Budget.parse(request.budget)
+        if budget.kind != "epochs" and track.budget.kind == "epochs" and not track.schedule_epochs:
+            # seconds/propagation budgets keep the track's planned epochs for the eps and LR schedules
+            track = dataclasses.replace(track, schedule_epochs=int(track.budget.value))
+        track = dataclasses.replace(track, budget=budget)
     if request.train_subset is not None:
         track = dataclasses.replace(track, train_subset=request.train_subset)
     if request.certify_samples is not None:
