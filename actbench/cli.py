@@ -246,9 +246,12 @@ def site(
 ) -> None:
     """Build the static leaderboard site (open OUT/index.html)."""
     from actbench.leaderboard.site import build_site
+    from actbench.store import load_cards
 
+    for warning in load_cards(results).warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     index = build_site(results, out)
-    console.print(f"site written: {index.resolve()}")
+    console.print(f"site written: {index.resolve()}", highlight=False)
 
 
 @app.command()
