@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The reference study on the fashion-mnist track: every method under the track's one budget (6 epochs),
+# two runs at a time. Resumable: run it again to finish whatever is missing. Then:
+#   actbench compare --dataset fashion-mnist && actbench site
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=.venv/bin
+jobs=${JOBS:-2}
+# the headline comparison first: ACERT and fast-IBP over the same kappa grid, two seeds
+$bin/actbench sweep --dataset fashion-mnist --methods adaptive,ibp --grid kappa=0,0.5 --seeds 0,1 \
+  --jobs "$jobs" --quiet
+# the baselines, one seed each; SABR and MTL-IBP over a small grid of their key parameter
+$bin/actbench sweep --dataset fashion-mnist --methods standard,pgd,crown_ibp,sabr,mtl_ibp \
+  --grid sabr.lam=0.4,0.7 --grid mtl_ibp.alpha=0.01,0.1 --seeds 0 --jobs "$jobs" --quiet
