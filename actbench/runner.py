@@ -180,7 +180,7 @@ def _initial_card(request: RunRequest, track: Track, method: Any, run_id: str, d
             "objective": method.objective,
             "key_param": method.key_param,
             "params": method.params,
-            "spec": str(method.path) if method.path else None,
+            "spec": _display_path(method.path),
             "citation": method.citation,
         },
         "model": {"name": track.model, "parameters": sum(p.numel() for p in model.parameters())},
@@ -265,6 +265,16 @@ def certify_track(run_dir: Path, track: Track, request: RunRequest, device: str)
         device=device,
         progress=request.progress,
     )
+
+
+def _display_path(path: Path | None) -> str | None:
+    """A spec path relative to the working directory when it lies below it (cards stay portable)."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _existing_card(run_dir: Path) -> dict[str, Any] | None:
