@@ -69,7 +69,10 @@ def test_all_registered_tracks_load_and_quick_shrinks_them():
         quick = track.with_quick()
         assert quick.budget.value <= track.budget.value
         assert quick.eps == track.eps and quick.model == track.model
-        assert quick.train_subset is not None and track.train_subset is None
+        assert quick.train_subset is not None
+        assert track.train_subset is None or quick.train_subset <= track.train_subset
+        if quick.certify_samples is not None:
+            assert track.certify_samples is None or quick.certify_samples <= track.certify_samples
 
 
 def test_paper_tracks_match_the_acert_settings():
