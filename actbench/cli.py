@@ -231,11 +231,15 @@ def compare(
     thresholds: Annotated[str | None, typer.Option(help="Clean-accuracy levels, e.g. 0.6,0.7,0.8.")] = None,
     verifier: Annotated[str, typer.Option(help="best, ibp, crown-ibp or crown.")] = "best",
     fmt: Annotated[str, typer.Option("--format", help="table, csv, markdown or json.")] = "table",
+    budget: Annotated[str | None, typer.Option(help="Only runs given this budget, e.g. epochs=6.")] = None,
 ) -> None:
-    """Leaderboard tables from the run cards: runs, robustness at accuracy thresholds, Pareto fronts."""
+    """Leaderboard tables from the run cards: runs, robustness at accuracy thresholds, Pareto fronts.
+
+    Runs given different budgets get separate rows (a "budget" column appears); --budget keeps one.
+    """
     from actbench.compare import compare_command
 
-    text = compare_command(results, dataset, thresholds, verifier, fmt)
+    text = compare_command(results, dataset, thresholds, verifier, fmt, budget)
     sys.stdout.write(text)
 
 

@@ -9,6 +9,7 @@ among the method's runs whose clean accuracy is at least tau.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -19,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from actbench.config import format_eps
+from actbench.config import Budget, format_eps
 from actbench.errors import InvalidConfig, UnknownName
 from actbench.store import CardIndex, acr_column, attack_column, cert_column, load_cards
 
@@ -47,12 +48,34 @@ class TrackInfo:
         return max(3, math.ceil(-math.log10(self.eps)) + 2)
 
 
+def budget_label(kind: Any, value: Any) -> str:
+    """``epochs=6`` / ``propagations=1.44e+06``: the budget limit a run was given ("?" when unknown)."""
+    try:
+        return str(Budget(str(kind), float(value)))
+    except (InvalidConfig, TypeError, ValueError):
+        return "?"
+
+
 def complete_runs(frame: pd.DataFrame, track: str | None = None) -> pd.DataFrame:
-    """Runs with status ``complete`` (optionally of one track), the only ones tables count."""
+    """Runs with status ``complete`` (optionally of one track), the only ones tables count.
+
+    Adds the column ``budget`` (the limit, as ``budget_label`` writes it).
+    """
     rows = frame[frame["status"] == "complete"]
     if track is not None:
         rows = rows[rows["track"] == track]
-    return rows.reset_index(drop=True)
+    rows = rows.reset_index(drop=True)
+    labels = [budget_label(k, v) for k, v in zip(rows["budget_kind"], rows["budget_limit"], strict=True)]
+    return rows.assign(budget=pd.Series(labels, index=rows.index, dtype=object))
+
+
+def filter_budget(frame: pd.DataFrame, budget: str | None) -> pd.DataFrame:
+    """Only the runs whose budget limit is ``budget`` (``epochs=6``); the frame itself when None."""
+    if budget is None:
+        return frame
+    wanted = str(Budget.parse(budget))
+    labels = [budget_label(k, v) for k, v in zip(frame["budget_kind"], frame["budget_limit"], strict=True)]
+    return frame[[label == wanted for label in labels]].reset_index(drop=True)
 
 
 def track_info(frame: pd.DataFrame, track: str) -> TrackInfo:
@@ -120,9 +143,10 @@ def _metric_columns(info: TrackInfo, verifier: str) -> list[tuple[str, str]]:
 
 
 def runs_table(frame: pd.DataFrame, track: str, verifier: str = "best") -> pd.DataFrame:
-    """One row per (method, key value, preset): mean and std over seeds, n, budget used; ranked by ACR.
+    """One row per (method, key value, preset, budget limit): mean and std over seeds, n, budget used;
+    ranked by ACR. Runs given different budgets are never averaged together.
 
-    Columns: rank, method, title, key_param, key_value, preset, n, seeds, ``<metric>_mean`` and
+    Columns: rank, method, title, key_param, key_value, preset, budget, n, seeds, ``<metric>_mean`` and
     ``<metric>_std`` for clean accuracy, ACR (``verifier`` and IBP), certified accuracy at each test eps
     (same verifiers), attack accuracy at each test eps, and epochs / seconds / propagations (means).
     Std is the sample std (NaN for a single seed).
@@ -131,22 +155,23 @@ def runs_table(frame: pd.DataFrame, track: str, verifier: str = "best") -> pd.Da
     runs = complete_runs(frame, track)
     metrics = [c for c, _ in _metric_columns(info, verifier)]
     budget = ["epochs", "seconds", "propagations"]
-    out_columns = ["rank", "method", "title", "key_param", "key_value", "preset", "n", "seeds"]
+    out_columns = ["rank", "method", "title", "key_param", "key_value", "preset", "budget", "n", "seeds"]
     out_columns += [f"{c}_{s}" for c in metrics for s in ("mean", "std")] + budget
     if runs.empty:
         return pd.DataFrame(columns=out_columns)
     for column in metrics:
         if column not in runs.columns:
             runs[column] = float("nan")
-    keys = ["method", "key_value", "preset"]
+    keys = ["method", "key_value", "preset", "budget"]
     rows = []
-    for (method, key_value, preset), group in runs.groupby(keys, dropna=False, sort=True):
+    for (method, key_value, preset, budget_limit), group in runs.groupby(keys, dropna=False, sort=True):
         row: dict[str, Any] = {
             "method": method,
             "title": group["title"].iloc[-1],
             "key_param": group["key_param"].dropna().iloc[-1] if group["key_param"].notna().any() else None,
             "key_value": key_value,
             "preset": preset,
+            "budget": budget_limit,
             "n": len(group),
             "seeds": ",".join(str(s) for s in sorted(group["seed"])),
         }
@@ -292,14 +317,17 @@ def display_runs(table: pd.DataFrame, info: TrackInfo, verifier: str = "best") -
     metrics = [(c, k) for c, k in metrics if f"{c}_mean" in table and table[f"{c}_mean"].notna().any()]
     key_names = sorted({str(k) for k in table["key_param"].dropna()})
     show_preset = table["preset"].nunique() > 1
+    show_budget = table["budget"].nunique() > 1
     headers = ["#", "method", "/".join(key_names) or "key", "n"]
     headers += ["preset"] if show_preset else []
+    headers += ["budget"] if show_budget else []
     headers += [metric_label(c) for c, _ in metrics] + ["epochs", "seconds", "propa-\ngations"]
     rows = []
     for _, r in table.iterrows():
         key = DASH if r["key_param"] is None or pd.isna(r["key_value"]) else f"{r['key_value']:g}"
         cells = [str(r["rank"]), str(r["method"]), key, str(r["n"])]
         cells += [str(r["preset"])] if show_preset else []
+        cells += [str(r["budget"])] if show_budget else []
         cells += [fmt_mean_std(r[f"{c}_mean"], r[f"{c}_std"], k, info.acr_decimals) for c, k in metrics]
         cells += [fmt_count(r["epochs"]), fmt_count(r["seconds"]), fmt_count(r["propagations"])]
         rows.append(cells)
@@ -405,8 +433,10 @@ def render_track(index: CardIndex, track: str, thresholds: Sequence[float], veri
 
 def compare_command(results_dir: Path | str, track: str | None = None,
                     thresholds: str | Sequence[float] | None = None, verifier: str = "best",
-                    fmt: str = "table") -> str:
+                    fmt: str = "table", budget: str | None = None) -> str:
     """Text of ``actbench compare``: tables for one track (or every track with runs when ``track`` is None).
+
+    ``budget`` (``epochs=6``) keeps only the runs given that budget limit, for a table at one budget.
 
     Raises :class:`UnknownName` for an unknown track, verifier or format and :class:`InvalidConfig` for
     bad thresholds. Skipped cards are reported as lines starting with ``warning:`` (not in csv/json,
@@ -416,6 +446,8 @@ def compare_command(results_dir: Path | str, track: str | None = None,
         raise UnknownName("format", fmt, FORMATS)
     taus = parse_thresholds(thresholds)
     index = load_cards(Path(results_dir))
+    if budget is not None:
+        index = dataclasses.replace(index, frame=filter_budget(index.frame, budget))
     with_runs = sorted(set(complete_runs(index.frame)["track"]))
     if track is None:
         tracks = with_runs

@@ -239,3 +239,33 @@ def test_parse_thresholds() -> None:
     assert parse_thresholds([0.7]) == (0.7,)
     with pytest.raises(InvalidConfig, match="did you mean 0.7"):
         parse_thresholds("70")
+
+
+def test_runs_given_other_budgets_get_their_own_rows(root: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "results"
+    shutil.copytree(root, copy)
+    card_path = sorted(copy.glob("*/*/card.json"))[0]
+    card = json.loads(card_path.read_text())
+    assert card["status"] == "complete"
+    track, method = _track(card), card["method"]["name"]
+    before = runs_table(load_cards(copy).frame, track)
+    original = str(before[before["method"] == method]["budget"].iloc[0])
+    # the same run once more, given a propagation budget: a new row, not a third seed of the old one
+    twin = card_path.parent.parent / (card_path.parent.name + "-prop")
+    shutil.copytree(card_path.parent, twin)
+    card["run_id"] = twin.name
+    card["budget"]["limit"] = {"kind": "propagations", "value": 1.5e6}
+    (twin / "card.json").write_text(json.dumps(card))
+    after = runs_table(load_cards(copy).frame, track)
+    assert len(after) == len(before) + 1
+    assert list(after[after["budget"] == "propagations=1.5e+06"]["n"]) == [1]
+    same = lambda t: t[(t["method"] == method) & (t["budget"] == original)][["key_value", "n"]]  # noqa: E731
+    pd.testing.assert_frame_equal(same(before).reset_index(drop=True), same(after).reset_index(drop=True))
+    assert "| budget |" in compare_command(copy, track, None, "best", "markdown")
+    only = pd.read_csv(io.StringIO(compare_command(copy, track, None, "best", "csv", "propagations=1.5e6")))
+    assert list(only["budget"]) == ["propagations=1.5e+06"] and list(only["method"]) == [method]
+    kept = pd.read_csv(io.StringIO(compare_command(copy, track, None, "best", "csv", original)))
+    assert len(kept) == len(before) and "| budget |" not in compare_command(copy, track, None, "best",
+                                                                            "markdown", original)
+    with pytest.raises(InvalidConfig):
+        compare_command(copy, track, None, "best", "table", "twelve")
