@@ -153,14 +153,18 @@ def _configs_view(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str]) 
         metrics.append((attack_column(eps), "acc", ["attack", f"@{format_eps(eps)} %"]))
     metrics = [m for m in metrics if f"{m[0]}_mean" in table and table[f"{m[0]}_mean"].notna().any()]
     keys = sorted({str(k) for k in table["key_param"].dropna()})
-    headers = [["#"], ["method"], [" / ".join(keys) or "key"], ["seeds"]] + [m[2] for m in metrics]
-    headers += [["epochs"], ["seconds"], ["propa-", "gations"]]
-    view = TableView(headers=headers, numeric=[True, False, True, True] + [True] * (len(metrics) + 3))
+    show_budget = table["budget"].nunique() > 1  # runs given different budgets are separate rows
+    headers = [["#"], ["method"], [" / ".join(keys) or "key"], ["seeds"]] + ([["budget"]] if show_budget else [])
+    headers += [m[2] for m in metrics] + [["epochs"], ["seconds"], ["propa-", "gations"]]
+    numeric = [True, False, True, True] + ([False] if show_budget else []) + [True] * (len(metrics) + 3)
+    view = TableView(headers=headers, numeric=numeric)
     for _, r in table.iterrows():
         cells = [Cell(str(r["rank"]), int(r["rank"])),
                  Cell(str(r["method"]), str(r["method"]), numeric=False, color=colors.get(r["method"])),
                  Cell(_key_text(r["key_param"], r["key_value"]), _num(r["key_value"])),
                  Cell(str(r["n"]), int(r["n"]))]
+        if show_budget:
+            cells.append(Cell(str(r["budget"]), str(r["budget"]), numeric=False))
         for column, kind, _ in metrics:
             cells.append(_mean_cell(r[f"{column}_mean"], r[f"{column}_std"], kind, d))
         cells += [Cell(fmt_count(r[c]), _num(r[c])) for c in ("epochs", "seconds", "propagations")]
