@@ -13,19 +13,22 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,ray]'
 	@touch $@
 
+# The demo works in demo/ (ignored by git), next to a copy of the committed study results, so the
+# committed results/ and site/ stay as published and its run shows up beside the study's.
 demo: setup
-	$(BIN)/actbench run --method adaptive --dataset fashion-mnist --preset quick
-	$(BIN)/actbench site --results results --out site
+	@mkdir -p demo/results && cp -Rn results/. demo/results/
+	$(BIN)/actbench run --method adaptive --dataset fashion-mnist --preset quick --out demo/results
+	$(BIN)/actbench site --results demo/results --out demo/site
 
 test: setup
-	$(BIN)/ruff check actbench tests benchmarks
+	$(BIN)/ruff check actbench tests benchmarks scripts
 	$(BIN)/pytest -q -ra
 
 lint: setup
-	$(BIN)/ruff check actbench tests benchmarks
+	$(BIN)/ruff check actbench tests benchmarks scripts
 
 bench: setup
 	$(BIN)/actbench bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts demo
