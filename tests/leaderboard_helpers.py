@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,15 @@ def raw_cards(root: Path) -> list[dict[str, Any]]:
 
 def finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def add_budget_twin(root: Path, kind: str = "propagations", value: float = 1.5e6) -> dict[str, Any]:
+    """Copy the first complete run under ``root`` as a run given another budget limit; returns the new card."""
+    card_path = next(p for p in sorted(root.glob("*/*/card.json")) if '"complete"' in p.read_text())
+    card = json.loads(card_path.read_text())
+    twin = card_path.parent.parent / (card_path.parent.name + f"-{kind}")
+    shutil.copytree(card_path.parent, twin)
+    card["run_id"] = twin.name
+    card["budget"]["limit"] = {"kind": kind, "value": value}
+    (twin / "card.json").write_text(json.dumps(card))
+    return card

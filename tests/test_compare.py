@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from leaderboard_helpers import finite, make_card, raw_cards, results_root
+from leaderboard_helpers import add_budget_twin, finite, make_card, raw_cards, results_root
 
 from actbench.compare import (
     DASH,
@@ -244,18 +244,13 @@ def test_parse_thresholds() -> None:
 def test_runs_given_other_budgets_get_their_own_rows(root: Path, tmp_path: Path) -> None:
     copy = tmp_path / "results"
     shutil.copytree(root, copy)
-    card_path = sorted(copy.glob("*/*/card.json"))[0]
-    card = json.loads(card_path.read_text())
-    assert card["status"] == "complete"
-    track, method = _track(card), card["method"]["name"]
+    first = json.loads(sorted(copy.glob("*/*/card.json"))[0].read_text())
+    track = _track(first)
     before = runs_table(load_cards(copy).frame, track)
+    # the same run once more, given a propagation budget: a new row, not one more seed of the old one
+    card = add_budget_twin(copy, "propagations", 1.5e6)
+    method = card["method"]["name"]
     original = str(before[before["method"] == method]["budget"].iloc[0])
-    # the same run once more, given a propagation budget: a new row, not a third seed of the old one
-    twin = card_path.parent.parent / (card_path.parent.name + "-prop")
-    shutil.copytree(card_path.parent, twin)
-    card["run_id"] = twin.name
-    card["budget"]["limit"] = {"kind": "propagations", "value": 1.5e6}
-    (twin / "card.json").write_text(json.dumps(card))
     after = runs_table(load_cards(copy).frame, track)
     assert len(after) == len(before) + 1
     assert list(after[after["budget"] == "propagations=1.5e+06"]["n"]) == [1]

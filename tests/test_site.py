@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from leaderboard_helpers import raw_cards, results_root
+from leaderboard_helpers import add_budget_twin, raw_cards, results_root
 
 from actbench.errors import InvalidConfig
 from actbench.leaderboard import build_site, load_methods_info
@@ -237,13 +237,7 @@ def test_site_in_a_real_browser(site: Path) -> None:
 def test_runs_given_another_budget_get_their_own_configuration_row(results: Path, tmp_path: Path) -> None:
     copy = tmp_path / "results"
     shutil.copytree(results, copy)
-    card_path = sorted(copy.glob("*/*/card.json"))[0]
-    card = json.loads(card_path.read_text())
-    twin = card_path.parent.parent / (card_path.parent.name + "-prop")
-    shutil.copytree(card_path.parent, twin)
-    card["run_id"] = twin.name
-    card["budget"]["limit"] = {"kind": "propagations", "value": 1.5e6}
-    (twin / "card.json").write_text(json.dumps(card))
+    card = add_budget_twin(copy, "propagations", 1.5e6)
     build_site(copy, tmp_path / "site", METHODS_INFO)
     page = (tmp_path / "site" / "tracks" / f"{card['track']['name']}.html").read_text()
     assert "propagations=1.5e+06" in page and ">budget<" in page
