@@ -127,7 +127,11 @@ class Budget:
         return cls(kind, int(value) if kind == "epochs" and value == int(value) else value)
 
     def __str__(self) -> str:
-        return f"{self.kind}={self.value:g}"
+        """``kind=value``, short (``propagations=1.44e+06``) yet exact: ``Budget.parse`` gives it back."""
+        text = f"{self.value:g}"
+        if float(text) != float(self.value):
+            text = repr(float(self.value))
+        return f"{self.kind}={text}"
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,10 @@ def test_budget_parsing_and_validation():
     assert Budget.parse("epochs=20") == Budget("epochs", 20)
     assert Budget.parse("seconds=90.5").value == 90.5
     assert Budget.parse("propagations=5e6").value == 5e6
+    for text in ("epochs=6", "propagations=1440000", "propagations=1234567", "seconds=90.5", "seconds=1e-3"):
+        budget = Budget.parse(text)
+        assert Budget.parse(str(budget)) == budget  # the recorded command reproduces the exact limit
+    assert str(Budget.parse("propagations=1440000")) == "propagations=1.44e+06"
     for bad in ["epochs=0", "epochs=-1", "seconds=0", "weeks=3", "epochs", "epochs=x", "epochs=2.5"]:
         with pytest.raises(InvalidConfig):
             Budget.parse(bad)
