@@ -48,34 +48,19 @@ class TrackInfo:
         return max(3, math.ceil(-math.log10(self.eps)) + 2)
 
 
-def budget_label(kind: Any, value: Any) -> str:
-    """``epochs=6`` / ``propagations=1.44e+06``: the budget limit a run was given ("?" when unknown)."""
-    try:
-        return str(Budget(str(kind), float(value)))
-    except (InvalidConfig, TypeError, ValueError):
-        return "?"
-
-
 def complete_runs(frame: pd.DataFrame, track: str | None = None) -> pd.DataFrame:
-    """Runs with status ``complete`` (optionally of one track), the only ones tables count.
-
-    Adds the column ``budget`` (the limit, as ``budget_label`` writes it).
-    """
+    """Runs with status ``complete`` (optionally of one track), the only ones tables count."""
     rows = frame[frame["status"] == "complete"]
     if track is not None:
         rows = rows[rows["track"] == track]
-    rows = rows.reset_index(drop=True)
-    labels = [budget_label(k, v) for k, v in zip(rows["budget_kind"], rows["budget_limit"], strict=True)]
-    return rows.assign(budget=pd.Series(labels, index=rows.index, dtype=object))
+    return rows.reset_index(drop=True)
 
 
 def filter_budget(frame: pd.DataFrame, budget: str | None) -> pd.DataFrame:
     """Only the runs whose budget limit is ``budget`` (``epochs=6``); the frame itself when None."""
     if budget is None:
         return frame
-    wanted = str(Budget.parse(budget))
-    labels = [budget_label(k, v) for k, v in zip(frame["budget_kind"], frame["budget_limit"], strict=True)]
-    return frame[[label == wanted for label in labels]].reset_index(drop=True)
+    return frame[frame["budget"] == str(Budget.parse(budget))].reset_index(drop=True)
 
 
 def track_info(frame: pd.DataFrame, track: str) -> TrackInfo:

@@ -40,7 +40,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from actbench.errors import CardError
+from actbench.config import Budget
+from actbench.errors import CardError, InvalidConfig
 
 SCHEMA_VERSION = 1
 CARD_FILE = "card.json"
@@ -142,7 +143,7 @@ if TYPE_CHECKING:
 BASE_COLUMNS = (
     "track", "track_title", "run_id", "method", "title", "key_param", "key_value", "seed", "status",
     "preset", "model", "eps", "eps_test", "headline_eps", "verifiers", "clean_accuracy", "samples",
-    "epochs", "seconds", "propagations", "budget_kind", "budget_limit", "stopped_by", "created",
+    "epochs", "seconds", "propagations", "budget_kind", "budget_limit", "budget", "stopped_by", "created",
     "updated", "command", "path",
 )
 
@@ -215,6 +216,14 @@ def _check_metrics(card: dict[str, Any], where: str) -> None:
             raise CardError(f"{where}: certified_accuracy[{verifier!r}] needs one value per eps_grid entry")
 
 
+def budget_label(kind: Any, value: Any) -> str:
+    """``epochs=6`` / ``propagations=1.44e+06``: the budget limit a run was given ("?" when unknown)."""
+    try:
+        return str(Budget(str(kind), float(value)))
+    except (InvalidConfig, TypeError, ValueError):
+        return "?"
+
+
 def card_row(card: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Flatten one validated card into a DataFrame row (metrics NaN when the run is not complete)."""
     track = card["track"]
@@ -252,6 +261,7 @@ def card_row(card: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "propagations": _number(used.get("propagations")),
         "budget_kind": limit.get("kind"),
         "budget_limit": _number(limit.get("value")),
+        "budget": budget_label(limit.get("kind"), limit.get("value")),
         "stopped_by": card["budget"].get("stopped_by"),
         "created": card.get("created"),
         "updated": card.get("updated", card.get("created")),

@@ -203,7 +203,7 @@ def finite(value: Any) -> bool:
 
 def add_budget_twin(root: Path, kind: str = "propagations", value: float = 1.5e6) -> dict[str, Any]:
     """Copy the first complete run under ``root`` as a run given another budget limit; returns the new card."""
-    card_path = next(p for p in sorted(root.glob("*/*/card.json")) if '"complete"' in p.read_text())
+    card_path = next(p for p in sorted(root.glob("*/*/card.json")) if json.loads(p.read_text())["status"] == "complete")
     card = json.loads(card_path.read_text())
     twin = card_path.parent.parent / (card_path.parent.name + f"-{kind}")
     shutil.copytree(card_path.parent, twin)

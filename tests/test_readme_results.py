@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from actbench.store import load_cards
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -24,7 +26,7 @@ def test_readme_tables_equal_compare_on_committed_results():
         pytest.skip("no committed study results")
     block = script.readme_block((ROOT / "README.md").read_text())
     assert block == script.study_tables(), "README out of date: run python scripts/readme-results.py"
-    complete = [c for c in cards if '"status": "complete"' in c.read_text()]
+    complete = load_cards(ROOT / "results").complete(script.TRACK)
     runs_rows = [line.split("|") for line in block.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert sum(int(row[4]) for row in runs_rows) == len(complete)  # the n column counts every complete run
 
@@ -39,7 +41,8 @@ def test_committed_site_shows_every_committed_run():
     cards = list((ROOT / "results").glob("*/*/card.json"))
     if not cards:
         pytest.skip("no committed study results")
-    complete = {c.parent.name: c.parent.parent.name for c in cards if '"status": "complete"' in c.read_text()}
+    frame = load_cards(ROOT / "results").complete()
+    complete = dict(zip(frame["run_id"], frame["track"], strict=True))
     for run_id, track in complete.items():
         assert (ROOT / "site" / "runs" / track / f"{run_id}.html").is_file(), f"site lacks the page of {run_id}"
         assert run_id in (ROOT / "site" / "tracks" / f"{track}.html").read_text(), f"{track} page lacks {run_id}"
