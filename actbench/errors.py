@@ -23,6 +23,10 @@ class DatasetNotFound(ActbenchError):
     """Dataset files are not on disk and cannot be downloaded."""
 
 
+class DatasetCorrupt(DatasetNotFound):
+    """Dataset files are there but incomplete, truncated or not what they claim to be."""
+
+
 class InvalidConfig(ActbenchError):
     """A config value, TOML spec, eps string or budget that does not make sense."""
 

@@ -1,4 +1,4 @@
-"""Datasets: IDX loading of the real Fashion-MNIST files, splits, augmentation, missing-data errors."""
+"""Datasets: the real Fashion-MNIST files, splits, augmentation, missing-data errors (formats: test_data_formats)."""
 
 import gzip
 import struct
@@ -15,7 +15,6 @@ from actbench.data import (
     is_available,
     load_splits,
     read_idx,
-    reorganise_tinyimagenet_val,
     validation_indices,
 )
 from actbench.errors import DatasetNotFound, UnknownName
@@ -96,17 +95,6 @@ def test_missing_cifar10_says_where_to_put_files(tmp_path, monkeypatch):
         load_splits("cifar10", data_dir=tmp_path, download=False)
     message = str(info.value)
     assert "cifar-10-batches-py" in message and str(tmp_path) in message and "https://" in message
-
-
-def test_tinyimagenet_val_reorganised_into_class_folders(tmp_path):
-    root = tmp_path / "tiny-imagenet-200"
-    (root / "val" / "images").mkdir(parents=True)
-    for name in ("val_0.JPEG", "val_1.JPEG"):
-        (root / "val" / "images" / name).write_bytes(b"x")
-    (root / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn01\t0\t0\t1\t1\nval_1.JPEG\tn02\t0\t0\t1\t1\n")
-    reorganise_tinyimagenet_val(root)
-    assert (root / "val" / "n01" / "val_0.JPEG").is_file() and (root / "val" / "n02" / "val_1.JPEG").is_file()
-    assert not (root / "val" / "images").exists()
 
 
 def test_unknown_dataset_lists_choices():

@@ -37,6 +37,7 @@ class EpochProgress:
                 "train", total=self.steps_per_epoch, epoch=epoch + 1, epochs=self.epochs, loss=float("nan"), eps=0.0
             )
 
-    def advance(self, loss: float, eps: float) -> None:
+    def advance(self, eps: float, steps: int = 1, loss: float = float("nan")) -> None:
+        """``steps`` more steps done; ``loss`` is the last one's (read from the device with them)."""
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, advance=1, loss=loss, eps=eps)
+            self._progress.update(self._task, advance=steps, loss=loss, eps=eps)

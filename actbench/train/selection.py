@@ -54,8 +54,7 @@ def evaluate(model: nn.Module, split: Split, eps: float, batch_size: int, device
     radius_sum = 0.0
     try:
         with torch.no_grad():
-            for x, y, _ in split.batches(batch_size):
-                x, y = x.to(device), y.to(device)
+            for x, y, _ in split.batches(batch_size, device=device):
                 logits = model(x)
                 correct += int((logits.argmax(1) == y).sum())
                 if eps > 0:

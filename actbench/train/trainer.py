@@ -14,7 +14,6 @@ of layers that IBP init does not redraw are the caller's: create the model right
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ from torch import nn
 
 from actbench.config import Budget, Track
 from actbench.data import Splits
-from actbench.errors import ActbenchError, InvalidConfig
+from actbench.device import sync_interval
+from actbench.errors import InvalidConfig
 from actbench.models import ibp_init
 from actbench.objectives.base import Objective, StepContext
 from actbench.objectives.cost import PropagationCounter
@@ -35,6 +35,7 @@ from actbench.train.history import write_history
 from actbench.train.progress import EpochProgress
 from actbench.train.schedules import EpsSchedule, make_lr_scheduler
 from actbench.train.selection import Selector, evaluate
+from actbench.train.tally import StepTally
 
 STANDARD_STATS = ("loss", "robust_loss", "clean_loss", "reg_loss", "train_acc")
 
@@ -176,12 +177,17 @@ def _run_epoch(
     scheduler: Any, schedule: EpsSchedule, meter: BudgetMeter, counter: PropagationCounter,
     generator: torch.Generator, dev: torch.device, epoch: int, bar: EpochProgress,
 ) -> tuple[dict[str, float], int, float]:
-    """One (possibly partial) epoch; returns batch-size-weighted stat sums, samples seen and last LR."""
+    """One (possibly partial) epoch; returns batch-size-weighted stat sums, samples seen and last LR.
+
+    Batches arrive on the device (one pinned copy each); the loss and stats are read by the host only at
+    the :class:`StepTally` interval (every step on the CPU or under a seconds budget, whose step times must
+    include the GPU's work) and at the epoch's last step.
+    """
     steps_per_epoch = schedule.steps_per_epoch
-    sums: dict[str, float] = defaultdict(float)
+    tally = StepTally(1 if meter.budget.kind == "seconds" else sync_interval(dev))
     seen = 0
     lr_used = optimizer.param_groups[0]["lr"]
-    batches = splits.train.batches(track.batch_size, shuffle=True, generator=generator, train=True)
+    batches = splits.train.batches(track.batch_size, shuffle=True, generator=generator, train=True, device=dev)
     reg_phase = epoch < track.warmup_epochs + track.ramp_epochs
     bar.start_epoch(epoch)
     for b in range(steps_per_epoch):
@@ -189,7 +195,6 @@ def _run_epoch(
             break
         start = time.perf_counter()
         x, y, index = next(batches)
-        x, y = x.to(dev), y.to(dev)
         step = epoch * steps_per_epoch + b
         eps_t = schedule.value(step + 1)
         reg_weight = 0.0
@@ -203,11 +208,6 @@ def _run_epoch(
         before = counter.total
         loss, stats = objective.loss(model, x, y, ctx)
         total = loss + track.l1 * l1_penalty(model) if track.l1 > 0 else loss
-        if not bool(torch.isfinite(total)):
-            raise ActbenchError(
-                f"training diverged: the {objective.name} loss is {float(total)} at epoch {epoch + 1}, step "
-                f"{b + 1}; lower the learning rate or check the method's parameters"
-            )
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if track.grad_clip > 0:
@@ -215,16 +215,18 @@ def _run_epoch(
         optimizer.step()
         lr_used = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        meter.record_step(time.perf_counter() - start, counter.total - before)
         n = int(y.shape[0])
         seen += n
-        sums["loss"] += float(total.detach()) * n
-        for key, value in stats.items():
-            sums[key] += float(value) * n
-        bar.advance(float(total.detach()), eps_t)
+        tally.add(b, total, stats, n)
+        read = tally.flush(objective.name, epoch) if tally.due() or b == steps_per_epoch - 1 else None
+        meter.record_step(time.perf_counter() - start, counter.total - before)
+        if read is not None:
+            bar.advance(eps_t, *read)
         if meter.exhausted_after_step():
             break
-    return dict(sums), seen, lr_used
+    if tally.pending:
+        bar.advance(eps_t, *tally.flush(objective.name, epoch))
+    return dict(tally.sums), seen, lr_used
 
 
 def _result(model: nn.Module, selector: Selector, history: list[dict[str, Any]], meter: BudgetMeter) -> TrainResult:
