@@ -133,12 +133,16 @@ def git_commit() -> str | None:
 
 
 def environment(device: str) -> dict[str, Any]:
+    """The card's ``environment``; ``device_info`` names the GPU on cuda (and Ray's assignment in a sweep)."""
+    from actbench.device import device_info
+
     return {
         "actbench": actbench.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
         "device": device,
+        "device_info": device_info(device),
         "threads": torch.get_num_threads(),
         "git_commit": git_commit(),
     }
@@ -222,8 +226,8 @@ def execute_run(request: RunRequest) -> RunOutcome:
         for name in (CHECKPOINT_FILE, MODEL_FILE, RADII_FILE, HISTORY_FILE, CARD_FILE):
             (run_dir / name).unlink(missing_ok=True)
 
-    splits = load_splits(track.dataset, request.data_dir, val_size=track.val_size,
-                         train_subset=track.train_subset, augment=track.augment)  # fmt: skip
+    splits = load_splits(track.dataset, request.data_dir, val_size=track.val_size, train_subset=track.train_subset,
+                         augment=track.augment, progress=request.progress)  # fmt: skip
     info = splits.info
     torch.manual_seed(request.seed)
     model = create_model(track.model, info.in_shape, info.num_classes, info.mean, info.std)

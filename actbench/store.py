@@ -25,8 +25,10 @@ Card schema (version ``SCHEMA_VERSION``), keys in order of importance::
                  "attack_accuracy": [one value per eps_grid entry] | None,
                  "eps_test": [...], "certified_accuracy_test": {verifier|"best": [per eps_test]}}
     certification {"verifiers", "dtype", "samples", "eps_max", "seconds": {verifier: s}, "attack": {...},
-                   "unknown": int}
-    environment {"actbench", "torch", "python", "device", "threads", "git_commit"}
+                   "unknown": int, "device": {"type", ...; on cuda "name" of the GPU, "memory_gib", ...}}
+    environment {"actbench", "torch", "python", "device", "device_info": {"type", ...; on cuda "name",
+                 "capability", "memory_gib", "cuda"; in a Ray sweep "ray_gpu_ids", "cuda_visible_devices"},
+                 "threads", "git_commit"}
     files       {"history": "history.csv", "radii": "radii.parquet", "model": "model.pt"}
 """
 

@@ -311,12 +311,66 @@ def run_one(request: RunRequest, threads: int | None = None) -> RunResult:
     request = dataclasses.replace(request, progress=False)
     start = time.monotonic()
     try:
+        request = _on_assigned_device(request)
         outcome = execute_run(request)
     except Exception as exc:  # noqa: BLE001 - any failure of one run is reported, never fatal to the sweep
         message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return RunResult(request, run_dir_of(request), "failed", 1, time.monotonic() - start, message)
     status = "skipped" if outcome.skipped else "complete"
     return RunResult(request, outcome.run_dir, status, 1, time.monotonic() - start)
+
+
+def assigned_device(device: str, gpu_ids: list[int] | None, cuda_available: bool, cuda_count: int) -> str:
+    """The device a run uses given the GPUs Ray assigned its worker (``gpu_ids``; None outside Ray).
+
+    Ray restricts ``CUDA_VISIBLE_DEVICES`` of a worker to its assigned GPUs, so ``cuda`` is exactly the
+    assigned GPU; a worker given no GPU runs on the CPU and never touches a GPU another run holds. A
+    worker whose torch sees no GPU, or more GPUs than it was given, is an error, not a silent CPU run.
+    """
+    if gpu_ids is None or device == "cpu":
+        return device
+    if not gpu_ids:
+        if device == "cuda":
+            raise ActbenchError("--device cuda, but Ray assigned no GPU to this run; does the cluster have GPUs "
+                                "(`ray status`)?")
+        return "cpu"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not cuda_available:
+        raise ActbenchError(f"Ray assigned GPU {gpu_ids} to this run (CUDA_VISIBLE_DEVICES={visible}), but torch "
+                            "sees no CUDA device on this node; check its CUDA driver and torch build, or run "
+                            "the sweep with --device cpu")
+    if cuda_count != len(gpu_ids):
+        raise ActbenchError(f"Ray assigned GPU {gpu_ids} to this run but torch sees {cuda_count} devices "
+                            f"(CUDA_VISIBLE_DEVICES={visible}); the worker must see only its own GPU")
+    return "cuda"
+
+
+def _on_assigned_device(request: RunRequest) -> RunRequest:
+    """Inside a Ray worker: the request pinned to the GPU Ray assigned (or the CPU); unchanged elsewhere."""
+    from actbench.device import ray_gpu_ids
+
+    gpu_ids = ray_gpu_ids()
+    if gpu_ids is None:
+        return request
+    import torch
+
+    available = torch.cuda.is_available()
+    device = assigned_device(request.device, gpu_ids, available, torch.cuda.device_count() if available else 0)
+    return dataclasses.replace(request, device=device)
+
+
+def ray_task_resources(cluster: dict[str, float], devices: set[str], jobs: int, local: bool) -> tuple[int, int]:
+    """``(num_cpus, num_gpus)`` of each run's Ray task: one GPU when the cluster has GPUs and a run may use one.
+
+    ``--device cuda`` on a cluster without GPUs is an error before anything runs.
+    """
+    cpus = int(cluster.get("CPU", 1))
+    gpus = cluster.get("GPU", 0)
+    if "cuda" in devices and not gpus:
+        raise ActbenchError("--device cuda, but the Ray cluster has no GPUs (`ray status` lists its resources); "
+                            "use --device auto or cpu, or add GPU nodes")
+    threads = max(1, cpus // jobs) if local and jobs > 1 else 1
+    return threads, 1 if gpus and devices - {"cpu"} else 0
 
 
 def _init_worker(threads: int) -> None:
@@ -395,7 +449,7 @@ def run_sweep(
     if not todo:
         backend: _Backend = _InlineBackend()  # nothing to run: no workers, no cluster
     elif executor == "ray":
-        backend = _RayBackend(address, num_cpus, jobs, gpu=any(r.device != "cpu" for r in todo))
+        backend = _RayBackend(address, num_cpus, jobs, devices={r.device for r in todo})
         todo = [_absolute_paths(r) for r in todo]  # workers do not share this process's working directory
     elif jobs > 1 and len(todo) > 1:
         backend = _PoolBackend(min(jobs, len(todo)), num_cpus)
@@ -566,10 +620,11 @@ def probe_address(address: str, timeout: float = CONNECT_TIMEOUT) -> str:
 class _RayBackend(_Backend):
     """One Ray task per run, on a cluster (``address``) or a local Ray instance started here."""
 
-    def __init__(self, address: str | None, num_cpus: int | None, jobs: int, gpu: bool = True) -> None:
+    def __init__(self, address: str | None, num_cpus: int | None, jobs: int, devices: set[str] | None = None) -> None:
         ray = ray_module()
         self.ray = ray
         self.started = False
+        self.refs: dict[Any, RunRequest] = {}
         if not ray.is_initialized():
             if address:
                 target = probe_address(address)
@@ -581,13 +636,13 @@ class _RayBackend(_Backend):
                 ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                          logging_level="warning")  # fmt: skip
                 self.started = True
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        gpus = ray.cluster_resources().get("GPU", 0)
-        threads = max(1, cpus // jobs) if not address and jobs > 1 else 1
-        self.remote = ray.remote(run_one).options(num_cpus=threads, num_gpus=1 if gpus and gpu else 0,
-                                                  max_retries=0)  # fmt: skip
+        try:
+            threads, gpus = ray_task_resources(ray.cluster_resources(), devices or {"auto"}, jobs, not address)
+        except ActbenchError:
+            self.close()
+            raise
+        self.remote = ray.remote(run_one).options(num_cpus=threads, num_gpus=gpus, max_retries=0)
         self.threads = threads
-        self.refs: dict[Any, RunRequest] = {}
 
     def submit(self, request: RunRequest) -> None:
         self.refs[self.remote.remote(request, self.threads)] = request

@@ -16,6 +16,7 @@ from torch import nn
 
 from actbench.bounds import batchnorm, ibp
 from actbench.bounds.network import Layer, Network, NormalizeLayer, build_network, infer_shapes, materialize
+from actbench.device import no_tf32
 from actbench.errors import InvalidInput, UnknownName
 
 METHODS = ("ibp", "crown-ibp", "crown")
@@ -168,6 +169,7 @@ def _bounds(prep: _Prepared, y: torch.Tensor, method: str, crown_max_memory: flo
     return BoundResult(lower, relu_bounds, state.input_box, method, ibp_lower)
 
 
+@no_tf32  # TF32 convolutions would change the bounds (actbench.device)
 def margin_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor,
                   method: str = "ibp", lo: float = 0.0, hi: float = 1.0,
                   bn_stats: batchnorm.BNStats | None = None, *,
@@ -191,6 +193,7 @@ def margin_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     return _bounds(prep, y, method, crown_max_memory)
 
 
+@no_tf32  # TF32 convolutions would change the bounds (actbench.device)
 def box_margin_bounds(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, y: torch.Tensor,
                       method: str = "ibp", bn_stats: batchnorm.BNStats | None = None, *,
                       crown_max_memory: float = DEFAULT_CROWN_MAX_MEMORY) -> BoundResult:
@@ -210,6 +213,7 @@ def box_margin_bounds(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor
     return _bounds(prep, y, method, crown_max_memory)
 
 
+@no_tf32  # TF32 convolutions would change the bounds (actbench.device)
 def logit_bounds(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor, lo: float = 0.0, hi: float = 1.0,
                  bn_stats: batchnorm.BNStats | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """IBP lower and upper bounds of the logits over the eps-box, each ``[B, K]``."""

@@ -39,14 +39,15 @@ import torch
 from torch import nn
 
 from actbench.certify.attack import attack_radii
+from actbench.certify.memory import samples_per_pass
 from actbench.certify.radius import certified_radii, clean_margin
 from actbench.config import parse_eps, parse_eps_grid
 from actbench.data import Split
+from actbench.device import device_info, no_tf32
 from actbench.errors import InvalidConfig, ResourceLimit, SoundnessError, UnknownName
 
 VERIFIERS = ("ibp", "crown-ibp", "crown")  # cascade order, cheapest first
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
-CHUNK = {"crown": 16}  # samples per root search for slow verifiers: finer progress and time-limit steps
 
 
 @dataclass
@@ -122,6 +123,7 @@ def _radii_adaptive(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: 
     return out
 
 
+@no_tf32
 def certify(
     model: nn.Module,
     split: Split,
@@ -167,12 +169,13 @@ def certify(
     batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
     def batch(s: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = data.tensors(torch.arange(s, e))
-        return x.to(device=device, dtype=dtype), y.to(device)
+        return data.tensors(torch.arange(s, e), device=device, dtype=dtype)  # uint8 to the device, then cast
 
     with torch.no_grad():
         parts = [net(batch(s, e)[0]) for s, e in batches]
     logits = torch.cat(parts).double().cpu()
+    # samples per root search: CROWN's A matrices grow with classes x widest layer (see certify.memory)
+    chunks = {v: samples_per_pass(v, net, batch(0, 1)[0], logits.shape[1], batch_size) for v in verifiers}
     labels = data.labels.clone().cpu()
     margin = clean_margin(logits, labels)
     correct = margin > 0
@@ -203,7 +206,7 @@ def certify(
                     bar.advance(task, idx.numel())
                     continue
                 x, y = batch(s, e)
-                for chunk in idx.split(CHUNK.get(v, batch_size)):
+                for chunk in idx.split(chunks[v]):
                     if deadline is not None and time.monotonic() > deadline:
                         unknown[v][chunk] = True
                         bar.advance(task, chunk.numel())
@@ -256,6 +259,7 @@ def certify(
         "unknown": int((records["status"] == "unknown").sum()),
         "metric_rule": "cumulative over the cascade" if cascade and len(verifiers) > 1 else "own",
         "max_seconds": max_seconds,
+        "device": device_info(device),
     }
     return CertifyReport(records, summary, settings)
 
