@@ -27,8 +27,9 @@ class StepTally:
             raise ValueError(f"interval must be >= 1, got {interval}")
         self.interval = interval
         self.sums: dict[str, float] = defaultdict(float)
-        self._pending: dict[str, torch.Tensor | float] = {}
-        self._last: torch.Tensor | float = math.nan
+        self._stats: dict[str, torch.Tensor | float] = {}
+        self._losses: list[torch.Tensor | float] = []
+        self._sizes: list[int] = []
         self._steps: list[int] = []
 
     @property
@@ -38,35 +39,38 @@ class StepTally:
 
     def add(self, step: int, loss: torch.Tensor, stats: dict[str, torch.Tensor | float], n: int) -> None:
         """Add one step (``step`` counts from 0 within the epoch) of ``n`` samples; no host read."""
-        for key, value in (("loss", loss), *stats.items()):
+        for key, value in stats.items():
             weighted = value.detach().double() * n if isinstance(value, torch.Tensor) else float(value) * n
-            self._pending[key] = self._pending.get(key, 0.0) + weighted
-        self._last = loss.detach()
+            self._stats[key] = self._stats.get(key, 0.0) + weighted
+        self._losses.append(loss.detach().double().reshape(()) if isinstance(loss, torch.Tensor) else float(loss))
+        self._sizes.append(n)
         self._steps.append(step)
 
     def due(self) -> bool:
         return len(self._steps) >= self.interval
 
     def flush(self, objective: str, epoch: int) -> tuple[int, float]:
-        """Read the pending sums in one transfer; returns ``(steps read, last loss)``.
+        """Read the pending values in one transfer; returns ``(steps read, last step's loss)``.
 
-        Raises :class:`ActbenchError` when the loss of one of those steps was not finite.
+        Raises :class:`ActbenchError` naming the first step whose loss was not finite.
         """
-        keys = list(self._pending)
-        values = [*self._pending.values(), self._last]
+        keys = list(self._stats)
+        values = [*self._stats.values(), *self._losses]
         tensors = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor)]
         if tensors:
             read = torch.stack([values[i].double().reshape(()) for i in tensors]).tolist()  # the one host read
             for i, v in zip(tensors, read, strict=True):
                 values[i] = v
-        steps, last = self._steps, float(values[-1])
-        self._pending, self._steps, self._last = {}, [], math.nan
-        if not math.isfinite(float(values[0])):
-            where = f"step {steps[0] + 1}" if len(steps) == 1 else f"steps {steps[0] + 1}-{steps[-1] + 1}"
-            raise ActbenchError(
-                f"training diverged: the {objective} loss is {float(values[0])} at epoch {epoch + 1}, {where}; "
-                "lower the learning rate or check the method's parameters"
-            )
-        for key, value in zip(keys, values[:-1], strict=True):
+        stats, losses = values[: len(keys)], [float(v) for v in values[len(keys):]]
+        steps, sizes = self._steps, self._sizes
+        self._stats, self._losses, self._sizes, self._steps = {}, [], [], []
+        for step, loss in zip(steps, losses, strict=True):
+            if not math.isfinite(loss):
+                raise ActbenchError(
+                    f"training diverged: the {objective} loss is {loss} at epoch {epoch + 1}, step {step + 1}; "
+                    "lower the learning rate or check the method's parameters"
+                )
+        self.sums["loss"] += sum(loss * n for loss, n in zip(losses, sizes, strict=True))
+        for key, value in zip(keys, stats, strict=True):
             self.sums[key] += float(value)
-        return len(steps), last
+        return len(steps), losses[-1]
