@@ -131,17 +131,18 @@ def _flip_and_crop(padding: int) -> Callable[[torch.Tensor, torch.Generator], to
     """Random horizontal flip, then random crop back to size after ``padding`` pixels of edge padding.
 
     The random draws come from the (CPU) generator and move to ``x``'s device, so a batch is augmented
-    the same way on every device.
+    the same way on every device. (A plain ``.to("cuda")`` of a host tensor waits for the GPU to finish
+    its queue; :func:`to_device` does not.)
     """
 
     def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b, c, h, w = x.shape
         dev = x.device
-        flip = (torch.rand(b, generator=gen) < 0.5).to(dev)
+        flip = to_device(torch.rand(b, generator=gen) < 0.5, dev)  # pinned and non-blocking: no host wait
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
         padded = torch.nn.functional.pad(x, (padding,) * 4, mode="replicate")
-        dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(dev)
-        dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(dev)
+        dy = to_device(torch.randint(0, 2 * padding + 1, (b,), generator=gen), dev)
+        dx = to_device(torch.randint(0, 2 * padding + 1, (b,), generator=gen), dev)
         rows = (dy.view(-1, 1) + torch.arange(h, device=dev)).view(b, 1, h, 1).expand(b, c, h, w + 2 * padding)
         out = padded.gather(2, rows)
         cols = (dx.view(-1, 1) + torch.arange(w, device=dev)).view(b, 1, 1, w).expand(b, c, h, w)

@@ -77,7 +77,8 @@ def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """``tensor`` on ``device``: from pinned host memory without blocking on CUDA, unchanged on the CPU.
 
     The copy is ordered on the current stream, so kernels that use the result wait for it while the host
-    goes on preparing the next batch.
+    goes on preparing the next batch. (A plain ``.to("cuda")`` of pageable memory makes the host wait
+    until the GPU has finished everything queued before it.)
     """
     device = torch.device(device)
     if device.type != "cuda" or tensor.device.type != "cpu":
