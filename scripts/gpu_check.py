@@ -34,9 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--train-subset", type=int, default=None,
-                        help="training images (default: 12800 on cuda = 100 steps/epoch, 64 on cpu)")
+                        help="training images (default: 12800 on cuda = 100 steps/epoch, 32 on cpu)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default: 3 on cuda, 2 on cpu)")
-    parser.add_argument("--samples", type=int, default=None, help="test samples certified (default 500 / 8)")
+    parser.add_argument("--samples", type=int, default=None, help="test samples certified (default 500 / 6)")
     parser.add_argument("--compare-samples", type=int, default=None, help="samples for the CPU/device comparison")
     parser.add_argument("--estimate", action=argparse.BooleanOptionalAction, default=None,
                         help="per-track run-time estimate from a step-time benchmark (default: on for cuda)")
@@ -44,9 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
     cuda = args.device == "cuda"
-    args.train_subset = args.train_subset or (12800 if cuda else 64)
+    args.train_subset = args.train_subset or (12800 if cuda else 32)
     args.epochs = args.epochs or (3 if cuda else 2)
-    args.samples = args.samples or (500 if cuda else 8)
+    args.samples = args.samples or (500 if cuda else 6)
     args.compare_samples = args.compare_samples or (64 if cuda else 4)
     args.estimate = cuda if args.estimate is None else args.estimate
     return args
@@ -176,11 +176,11 @@ def _timing(name: str, method: str, device: str):
 
     if device == "cuda":
         return time_steps(name, method, device, steps=5, warmup=2)
-    return time_steps(name, method, device, batch_size=8, steps=1, warmup=0)
+    return time_steps(name, method, device, batch_size=2, steps=1, warmup=0)
 
 
 def host_syncs(args: argparse.Namespace) -> None:
-    what = "batch 128, median of 5 synchronised steps" if args.device == "cuda" else "batch 8, one step"
+    what = "batch 128, median of 5 synchronised steps" if args.device == "cuda" else "batch 2, one step"
     print(f"\n== training step on {args.device} (cifar10 track, full eps, {what})")
     for method in ("ibp", "adaptive"):
         t = _timing("cifar10", method, args.device)

@@ -94,7 +94,7 @@ def test_each_paper_track_writes_a_complete_card(runs):
             assert card["track"]["preset"] == "quick" and card["model"]["name"] == model
             assert card["budget"]["used"]["epochs"] == 2 and card["selection"]["rule"] == "val-acceps"
             assert card["data"]["val_size"] == (10000 if track == "tinyimagenet" else 5000)
-            assert card["data"]["train_size"] == (32 if track == "tinyimagenet" else 64)
+            assert card["data"]["train_size"] == (64 if track == "mnist" else 32)
             cert = card["certification"]
             assert cert["dtype"] == "float64" and cert["device"]["type"] == "cpu"
             assert cert["verifiers"] == ["ibp", "crown-ibp"]
