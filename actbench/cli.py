@@ -121,6 +121,9 @@ def run(
     samples: Annotated[int | None, typer.Option(help="Certify only the first N test samples.")] = None,
     certify: Annotated[bool, typer.Option(help="Certify the selected model at the end.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    recipe: Annotated[
+        str, typer.Option(help="shared (the track's recipe for every method) or published (the method's own).")
+    ] = "shared",
 ) -> None:
     """Train a method on a track, select on validation, certify on test, write the run card."""
     from actbench.runner import RunRequest, execute_run, request_from_card
@@ -138,6 +141,7 @@ def run(
             method=method, track=dataset, preset=preset, seed=seed, epochs=epochs, budget=budget,
             overrides=overrides, device=device, out=out, data_dir=data_dir, run_id=run_id,
             train_subset=train_subset, certify_samples=samples, certify=certify, force=force, progress=not quiet,
+            recipe=recipe,
             command=shlex.join(["actbench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else None,
         )  # fmt: skip
     outcome = execute_run(request)
