@@ -58,6 +58,15 @@ class RunRequest:
     progress: bool = True
     command: str | None = None
     recipe: str = "shared"
+    notify: Any = field(default=None, compare=False, repr=False)  # callable(str) for one-line notices
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: the card says ``interrupted`` and ``run_dir`` is where to resume."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
 
 
 @dataclass
@@ -258,9 +267,14 @@ def execute_run(request: RunRequest) -> RunOutcome:
     card["status"] = "training"
     write_card(run_dir, card)
 
+    def resumed(done: int, planned: int) -> None:
+        if request.notify is not None:
+            request.notify(f"resuming {run_dir} after epoch {done} of {planned}")
+
     try:
         result = train(model, splits, track, objective, budget=track.budget, run_dir=run_dir,
-                       seed=request.seed, device=device, resume=resume, progress=request.progress)  # fmt: skip
+                       seed=request.seed, device=device, resume=resume, progress=request.progress,
+                       on_resume=resumed)  # fmt: skip
         save_model(run_dir / MODEL_FILE, result.model, track.model, info.in_shape, info.num_classes,
                    info.mean, info.std, extra={"run_id": run_id, "track": track.name})  # fmt: skip
         card["budget"]["used"] = result.used
@@ -270,6 +284,11 @@ def execute_run(request: RunRequest) -> RunOutcome:
         write_card(run_dir, card)
         if request.certify:
             card = certify_track(run_dir, track, request, device)
+    except KeyboardInterrupt as exc:
+        card["status"] = "interrupted"
+        card.pop("error", None)
+        write_card(run_dir, card)
+        raise RunInterrupted(run_dir) from exc
     except BaseException as exc:
         card["status"] = "failed"
         card["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,13 @@ def train(
     device: str = "cpu",
     resume: bool = False,
     progress: bool = True,
+    on_resume: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` with ``objective`` on ``splits.train`` under ``budget``; select on validation.
 
     Writes ``run_dir/history.csv`` and ``run_dir/checkpoint.pt`` after every epoch. With ``resume``
-    an existing checkpoint of the same configuration is continued (a finished one is returned as is).
+    an existing checkpoint of the same configuration is continued (a finished one is returned as is), after
+    calling ``on_resume(epochs_done, planned_epochs)``.
     """
     _check_inputs(splits, track, budget)
     run_dir = Path(run_dir)
@@ -130,6 +133,8 @@ def train(
         history = list(blob["history"])
         start_epoch = int(blob["epoch"])
         set_rng_state(blob["rng"], generator, dev)
+        if on_resume is not None:
+            on_resume(start_epoch, epochs)
         if blob.get("finished"):
             return _result(model, selector, history, meter)
 
