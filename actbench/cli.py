@@ -64,7 +64,7 @@ def main() -> None:
     except ActbenchError as exc:
         if _STATE["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt as exc:
         run_dir = getattr(exc, "run_dir", None)

@@ -218,6 +218,8 @@ def _metric_columns(info: TrackInfo, verifier: str) -> list[tuple[str, str]]:
 
 
 def _value_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "none"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, int | float):
@@ -225,11 +227,18 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
+def _distinct(values: pd.Series) -> int:
+    """Number of distinct values, missing ones (None/NaN) counted as one value of their own."""
+    return len({_value_text(v) for v in values})
+
+
 def _setting_text(name: str, value: Any) -> str:
     """A run-level setting in a configuration label: ``epochs=6``, ``preset quick``, ``subset 500``."""
     if name == "budget":
         return str(value)
-    return f"{'subset' if name == 'train_subset' else name} {value}"
+    if name == "train_subset":
+        return "full training split" if _value_text(value) == "none" else f"subset {_value_text(value)}"
+    return f"{name} {_value_text(value)}"
 
 
 def config_labels(runs: pd.DataFrame) -> dict[str, str]:
@@ -242,7 +251,7 @@ def config_labels(runs: pd.DataFrame) -> dict[str, str]:
         params = [p if isinstance(p, dict) else {} for p in configs["params"]]
         keys = sorted({k for p in params for k in p})
         differing = [k for k in keys if len({json.dumps(p.get(k), default=str) for p in params}) > 1]
-        settings = [f for f in CONFIG_FIELDS if configs[f].astype(str).nunique() > 1]
+        settings = [f for f in CONFIG_FIELDS if _distinct(configs[f]) > 1]
         for (_, row), p in zip(configs.iterrows(), params, strict=True):
             parts = [f"{k}={_value_text(p.get(k))}" for k in differing]
             parts += [_setting_text(f, row[f]) for f in settings]
@@ -521,7 +530,7 @@ def display_runs(table: pd.DataFrame, info: TrackInfo, verifier: str = "best") -
     """Headers and string cells of the configurations table as people read it."""
     metrics = _metric_columns(info, verifier)
     metrics = [(c, k) for c, k in metrics if f"{c}_mean" in table and table[f"{c}_mean"].notna().any()]
-    shown = [f for f in ("preset", "budget", "recipe") if table[f].astype(str).nunique() > 1]
+    shown = [f for f in ("preset", "budget", "recipe") if _distinct(table[f]) > 1]
     headers = ["#", "method", "configuration", "n", *shown]
     headers += [metric_label(c) for c, _ in metrics] + ["epochs", "seconds", "propa-\ngations"]
     rows = []
@@ -629,7 +638,7 @@ def render_track(index: CardIndex, track: str, thresholds: Sequence[float], veri
     at_budget = _at_main_budget(runs, track)
     budgets = tuning_budgets(at_budget) if not at_budget.empty else {}
     note = budget_note(budgets)
-    if not runs.empty and runs["budget"].astype(str).nunique() > 1:
+    if not runs.empty and _distinct(runs["budget"]) > 1:
         note = (f"trade-off tables below use the configurations given budget {main_budget(runs, track)} (fronts "
                 "never mix budgets; --budget chooses another)" + (f"; {note}" if note else ""))
     if fmt == "json":
@@ -660,10 +669,10 @@ def render_track(index: CardIndex, track: str, thresholds: Sequence[float], veri
     h_note = ("area under each method's front of configuration means, reference point (0, 0); 1 is a model "
               "certified on every sample at full clean accuracy")
     if fmt == "markdown":
-        parts = [f"### {heading}", "", *[f"- {line}" for line in context], "", caption, "",
-                 _markdown(headers, rows), "", "#### Robustness at a level of clean accuracy", "", t_note, "",
-                 _markdown(t_headers, t_rows), "", "#### Trade-off scores (hypervolume)", "", h_note, "",
-                 _markdown(h_headers, h_rows), "", "#### Pareto fronts (configuration means)", "",
+        parts = [f"## {heading}", "", *[f"- {line}" for line in context], "", caption, "",
+                 _markdown(headers, rows), "", "### Robustness at a level of clean accuracy", "", t_note, "",
+                 _markdown(t_headers, t_rows), "", "### Trade-off scores (hypervolume)", "", h_note, "",
+                 _markdown(h_headers, h_rows), "", "### Pareto fronts (configuration means)", "",
                  "clean accuracy vs ACR:", ""]  # fmt: skip
         parts += [f"- {line}" for line in _front_lines(front, info)]
         parts += ["", f"clean accuracy vs certified accuracy at {format_eps(info.headline)}:", ""]

@@ -116,6 +116,7 @@ def configuration_of(card: dict[str, Any]) -> dict[str, Any]:
         "recipe": (card.get("recipe") or {}).get("name", "shared"),
         "preset": track.get("preset", "full"),
         "track": {k: v for k, v in sorted(track.items()) if k not in NON_CONFIG_TRACK_KEYS},
+        "budget": (card.get("budget") or {}).get("limit"),
         "source": card.get("source", "actbench"),
     }
     if fields["source"] == "external":  # a submitted model: its file is its configuration
@@ -329,7 +330,7 @@ def headline_record(card: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def card_row(card: dict[str, Any], run_dir: Path, record: dict[str, Any] | None = None,
-             headline: bool = True) -> dict[str, Any]:
+             is_headline: bool = True) -> dict[str, Any]:
     """Flatten one validated card into a DataFrame row: its ``record``'s metrics (default: the headline
     metrics; NaN when the run is not certified), plus the configuration and protocol it belongs to."""
     track = card["track"]
@@ -388,7 +389,7 @@ def card_row(card: dict[str, Any], run_dir: Path, record: dict[str, Any] | None 
         "protocol_label": protocol.get("label", ""),
         "protocol_sound": bool(protocol.get("sound", True)),
         "protocol_checked": bool(protocol.get("checked", True)),
-        "headline": bool(headline),
+        "headline": bool(is_headline),
         "certified_runs": len(card.get("certifications") or []),
         "radii_file": (record or headline_record(card) or {}).get("radii") or (card.get("files") or {}).get("radii"),
     }
