@@ -139,7 +139,7 @@ def run(
     ] = "shared",
 ) -> None:
     """Train a method on a track, select on validation, certify on test, write the run card."""
-    from actbench.runner import RunRequest, execute_run, request_from_card
+    from actbench.runner import RunInterrupted, RunRequest, execute_run, request_from_card
 
     if resume is not None:
         request = request_from_card(resume)
@@ -157,8 +157,13 @@ def run(
             recipe=recipe,
             command=shlex.join(["actbench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else None,
         )  # fmt: skip
-    request.notify = lambda text: err_console.print(text, highlight=False)
-    outcome = execute_run(request)
+    request.notify = lambda text: err_console.print(text, highlight=False, soft_wrap=True)
+    try:
+        outcome = execute_run(request)
+    except RunInterrupted as exc:
+        err_console.print(f"[yellow]interrupted[/]: resume with `actbench run --resume {exc.run_dir}`",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     if outcome.skipped:
         console.print(f"[green]already complete[/]: {outcome.run_dir} (use --force to run it again)")
     print_run_summary(outcome.card, outcome.run_dir)
@@ -239,6 +244,13 @@ def certify(
         run_dir, verifier=verifier, eps_grid=grid, samples=samples, attack=attack, dtype=dtype,
         max_seconds=max_seconds, data_dir=data_dir, device=resolve_device(device), progress=not quiet,
     )  # fmt: skip
+    record = card["certifications"][-1]
+    protocol = record["protocol"]
+    if not record["track_protocol"]:
+        console.print(f"certified under protocol [bold]{protocol['id']}[/] ({protocol['label']}), not the track's: "
+                      f"recorded beside the headline, which is unchanged; compare such runs with `actbench compare "
+                      f"--protocol {protocol['id']}`", highlight=False)  # fmt: skip
+        card = {**card, "metrics": record["metrics"]}
     print_run_summary(card, run_dir)
 
 
