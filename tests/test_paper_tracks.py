@@ -2,10 +2,10 @@
 
 MNIST (IDX .gz, CNN7 at 28 px), CIFAR-10 (python pickles, CNN7 at 32 px) and TinyImageNet (JPEG folders,
 CNN7-tin at 64 px, 200 classes): train -> select -> certify -> card -> compare -> site, with the quick
-preset shrunk to tens of training images (a CNN7 step on 64x64 images costs ~10 GFLOP per image on the
-CPU), two epochs (clean, then the eps ramp) and tens of certified samples. CIFAR-10's runs (``ibp`` and ``adaptive``) are those of ``scripts/gpu-check.sh --device cpu``,
-which this module also checks. The models learn little in four steps; these tests check the pipeline,
-the formats and the cards, not accuracy.
+preset shrunk to tens of training images (a CNN7 step on 64x64 images costs ~10 GFLOP per image), two
+epochs (clean, then the eps ramp) and tens of certified samples. CIFAR-10's runs (``ibp`` and
+``adaptive``) are those of ``scripts/gpu-check.sh --device cpu``, which this module also checks. The
+models learn little in a few steps; these tests check the pipeline, the formats and the cards, not accuracy.
 """
 
 from __future__ import annotations
