@@ -176,9 +176,9 @@ DATASETS: dict[str, DatasetInfo] = {
         "tinyimagenet", "TinyImageNet", 200, (3, 64, 64), (0.4802, 0.4481, 0.3975),
         (0.2302, 0.2265, 0.2262), 100000, 10000, "tiny-imagenet-200",
         "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
-        "the extracted tiny-imagenet-200 folder (train/<wnid>/images/*.JPEG, val/images/*.JPEG and "
-        "val/val_annotations.txt); the validation images are reorganised into class folders automatically "
-        "and serve as the test split",
+        "the extracted tiny-imagenet-200 folder (wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG "
+        "and val/val_annotations.txt; `unzip -q tiny-imagenet-200.zip -d <data-dir>`); the official "
+        "validation images serve as the test split",
     ),
 }
 AUGMENTATIONS = {"cifar10": _flip_and_crop(2), "tinyimagenet": _flip_and_crop(4)}

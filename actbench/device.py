@@ -94,14 +94,15 @@ def sync_interval(device: torch.device | str) -> int:
     return 1 if torch.device(device).type == "cpu" else 50
 
 
-def ray_gpu_ids() -> list[int] | None:
-    """The GPUs Ray assigned to this worker process, or None outside a Ray worker."""
+def ray_gpu_ids() -> list[int | str] | None:
+    """The GPUs Ray assigned to this process (indices, or UUIDs when the node names GPUs so), or None when
+    Ray is not running in it."""
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return None
     try:
-        return [int(i) for i in ray.get_gpu_ids()]
-    except Exception:  # noqa: BLE001 - a driver process or an old Ray: no assignment to report
+        return [int(i) if str(i).isdigit() else str(i) for i in ray.get_gpu_ids()]
+    except Exception:  # noqa: BLE001 - an old Ray or a process outside any task: no assignment to report
         return None
 
 

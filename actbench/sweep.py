@@ -302,9 +302,10 @@ class RunResult:
     error: str | None = None
 
 
-def run_one(request: RunRequest, threads: int | None = None) -> RunResult:
+def run_one(request: RunRequest, threads: int | None = None, ray_worker: bool = False) -> RunResult:
     """Execute one run and report its outcome instead of raising (an executor task; picklable).
 
+    In a Ray task (``ray_worker``) the run uses the GPU Ray assigned it, or the CPU when it got none.
     ``KeyboardInterrupt`` and other non-``Exception`` errors still propagate: they stop the sweep.
     """
     if threads:
@@ -314,8 +315,7 @@ def run_one(request: RunRequest, threads: int | None = None) -> RunResult:
     request = dataclasses.replace(request, progress=False)
     start = time.monotonic()
     try:
-        request = _on_assigned_device(request)
-        outcome = execute_run(request)
+        outcome = execute_run(_on_assigned_device(request) if ray_worker else request)
     except Exception as exc:  # noqa: BLE001 - any failure of one run is reported, never fatal to the sweep
         message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return RunResult(request, run_dir_of(request), "failed", 1, time.monotonic() - start, message)
@@ -323,7 +323,7 @@ def run_one(request: RunRequest, threads: int | None = None) -> RunResult:
     return RunResult(request, outcome.run_dir, status, 1, time.monotonic() - start)
 
 
-def assigned_device(device: str, gpu_ids: list[int] | None, cuda_available: bool, cuda_count: int) -> str:
+def assigned_device(device: str, gpu_ids: list[int | str] | None, cuda_available: bool, cuda_count: int) -> str:
     """The device a run uses given the GPUs Ray assigned its worker (``gpu_ids``; None outside Ray).
 
     Ray restricts ``CUDA_VISIBLE_DEVICES`` of a worker to its assigned GPUs, so ``cuda`` is exactly the
@@ -349,11 +349,11 @@ def assigned_device(device: str, gpu_ids: list[int] | None, cuda_available: bool
 
 
 def _on_assigned_device(request: RunRequest) -> RunRequest:
-    """Inside a Ray worker: the request pinned to the GPU Ray assigned (or the CPU); unchanged elsewhere."""
+    """In a Ray worker: the request pinned to the GPU Ray assigned (or to the CPU)."""
     from actbench.device import ray_gpu_ids
 
     gpu_ids = ray_gpu_ids()
-    if gpu_ids is None:
+    if gpu_ids is None:  # pragma: no cover - Ray is always initialised in its workers
         return request
     import torch
 
@@ -648,7 +648,7 @@ class _RayBackend(_Backend):
         self.threads = threads
 
     def submit(self, request: RunRequest) -> None:
-        self.refs[self.remote.remote(request, self.threads)] = request
+        self.refs[self.remote.remote(request, self.threads, True)] = request
 
     def pending(self) -> bool:
         return bool(self.refs)
