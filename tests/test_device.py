@@ -190,3 +190,34 @@ def test_a_ray_worker_uses_exactly_the_gpu_it_was_assigned(monkeypatch):
         assigned_device("auto", [2], False, 0)
     with pytest.raises(ActbenchError, match="sees 8 devices"):
         assigned_device("auto", [2], True, 8)
+
+
+def test_the_training_loop_reads_device_values_only_when_it_logs(tmp_path, monkeypatch):
+    """Host reads of tensor values (``float``, ``bool``, ``int``, ``.item()``, ``.tolist()``) made by the
+    training loop itself, the batches and the tally: one ``tolist`` per read interval, nothing else.
+    (Reads inside the objectives, the bounds and validation are theirs and not counted here.)"""
+    import sys
+
+    hot = ("train/trainer.py", "train/tally.py", "actbench/data.py", "actbench/device.py")
+    reads: list[str] = []
+
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename.replace("\\", "/")
+            if caller.endswith(hot):
+                reads.append(f"{name} in {caller.rsplit('/', 1)[-1]}")
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, read)
+
+    for name in ("__bool__", "__float__", "__int__", "__index__", "item", "tolist"):
+        counting(name)
+    track = small_track()
+    objective = create_objective(load_method("standard", track.name, {}), track)
+    monkeypatch.setattr(trainer_module, "sync_interval", lambda device: 50)
+    result = train(make_model(0), synthetic_splits(), track, objective, budget=Budget("epochs", 2), run_dir=tmp_path,
+                   seed=0, progress=False)  # fmt: skip
+    assert result.used["epochs"] == 2
+    assert reads == ["tolist in tally.py"] * 2, reads  # one read at each epoch's last step (3 steps < 50)
