@@ -35,7 +35,8 @@ from actbench.errors import InvalidConfig
 LITERATURE_DIR = TRACKS_DIR / "literature"
 REQUIRED = ("method", "paper", "link", "source", "eps", "certified_accuracy", "verifier", "time_limit")
 OPTIONAL = ("method_name", "paper_link", "clean_accuracy", "acr", "model", "note")
-TEXT_KEYS = ("method", "paper", "link", "source", "verifier", "time_limit", "method_name", "paper_link", "model", "note")
+TEXT_KEYS = ("method", "paper", "link", "source", "verifier", "time_limit", "method_name", "paper_link", "model",
+             "note")
 NOTICE = "published, not re-run here"
 
 
