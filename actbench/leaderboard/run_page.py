@@ -133,7 +133,7 @@ def records_view(card: dict[str, Any], headline_id: str | None, info: TrackInfo)
         grid = [float(e) for e in metrics.get("eps_test") or []]
         cells = [protocol_cell(protocol.get("id"), str(protocol.get("label", "")), bool(protocol.get("sound", True)),
                                bool(protocol.get("checked", True))),
-                 Cell(str(protocol.get("label", "")), numeric=False),
+                 Cell(str(protocol.get("label", "")), numeric=False, wrap=True),
                  Cell("yes" if protocol.get("id") == headline_id and record.get("track_protocol") else "",
                       numeric=False),
                  Cell(_text(metrics.get("samples")), _num(metrics.get("samples"))),

@@ -162,7 +162,7 @@ def configs_view(frame: pd.DataFrame, runs: pd.DataFrame, info: TrackInfo, color
         cells += [Cell(count, _num(count.split(",")[0]) if count != DASH else None),
                   protocol_cell(info.protocol, info.protocol_label, info.protocol_sound, info.protocol_checked)]
         if show_tuning:
-            cells.append(Cell(_tuning_text(tunes.get(r["config"], [])) or DASH, numeric=False))
+            cells.append(Cell(_tuning_text(tunes.get(r["config"], [])) or DASH, numeric=False, wrap=True))
         for column, kind, _, _ in metrics:
             cells.append(mean_cell(r[f"{column}_mean"], r[f"{column}_std"], kind, d))
         cells += [Cell(fmt_count(r[c]), _num(r[c])) for c in ("epochs", "seconds", "propagations")]
@@ -223,11 +223,11 @@ def records_view(frame: pd.DataFrame, track: str, default: str | None, colors: d
     view = TableView(headers=headers, numeric=[False] * 6 + [True] * 4, name="records", kind="full")
     for _, r in rows.iterrows():
         view.rows.append([
-            Cell(str(r["run_id"]), href=run_href.get(str(r["path"])), numeric=False),
+            Cell(str(r["run_id"]), href=run_href.get(str(r["path"])), numeric=False, wrap=True),
             method_cell(r["method"], colors, root),
             protocol_cell(r["protocol"], str(r["protocol_label"]), bool(r["protocol_sound"]),
                           bool(r["protocol_checked"])),
-            Cell(str(r["protocol_label"]), numeric=False),
+            Cell(str(r["protocol_label"]), numeric=False, wrap=True),
             Cell("yes" if r["protocol"] == default else "", numeric=False),
             Cell("yes" if bool(r["headline"]) else "", numeric=False),
             Cell(fmt_count(r["samples"]), _num(r["samples"])),
@@ -319,7 +319,7 @@ def status_view(status: pd.DataFrame, colors: dict[str, str], root: str = "../")
         view.rows.append([method_cell(r["method"], colors, root), Cell(str(r["config_label"]), numeric=False),
                           Cell(str(r["n"]), int(r["n"])),
                           *[Cell(fmt_number(r[k], "acc"), _num(r[k])) for k in ("certified", "falsified", "unknown")],
-                          Cell(str(r["source"]), numeric=False)])  # fmt: skip
+                          Cell(str(r["source"]), numeric=False, wrap=True)])  # fmt: skip
     return view
 
 

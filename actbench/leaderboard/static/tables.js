@@ -61,7 +61,7 @@
         ? {
             topStart: {
               buttons: [
-                { extend: "colvis", text: "Columns" },
+                { extend: "colvis", text: "Columns", collectionLayout: "fixed columns" },
                 { extend: "csvHtml5", text: "CSV (rows shown)", filename: name, exportOptions: { columns: ":visible" } },
               ],
             },
