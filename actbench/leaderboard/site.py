@@ -225,7 +225,8 @@ def _track_summary(index: CardIndex, track: str, literature: int) -> dict[str, A
 
 def build_site(results_dir: Path | str, out_dir: Path | str,
                methods_info: list[dict[str, Any]] | None = None,
-               thresholds: tuple[float, ...] | None = None, literature_dir: Path | str | None = None) -> Path:
+               thresholds: tuple[float, ...] | None = None, literature_dir: Path | str | None = None,
+               index: CardIndex | None = None) -> Path:
     """Build the static leaderboard from ``results_dir`` into ``out_dir``; returns ``out_dir/index.html``.
 
     ``methods_info`` lists ``{name, title, citation: {authors, title, venue, year, link}, description}``;
@@ -233,11 +234,12 @@ def build_site(results_dir: Path | str, out_dir: Path | str,
     ``thresholds`` (clean-accuracy levels) default to levels chosen from each track's data
     (:func:`takeaway.auto_thresholds`); ``literature_dir`` holds ``<track>.toml`` reference points (default:
     the package's). Every registered track gets a page, with or without runs. Bad cards are skipped and
-    listed on the index page. ``out_dir`` must be new, empty or a previous site.
+    listed on the index page. ``out_dir`` must be new, empty or a previous site. ``index``: the card index of
+    ``results_dir`` when the caller has read it already.
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     literature_dir = Path(literature_dir) if literature_dir is not None else LITERATURE_DIR
-    index = load_cards(results_dir)
+    index = index if index is not None else load_cards(results_dir)
     if methods_info is None:
         methods_info = load_methods_info(registry_dirs(results_dir))
     tracks = sorted(set(list_tracks()) | set(index.frame["track"].dropna()))
