@@ -174,12 +174,16 @@ def test_thresholds_come_from_the_data_and_the_takeaway_names_the_best(site: Pat
     spread = robust if len(robust) else configs["clean_accuracy_mean"]  # nothing certifies: every configuration
     assert min(taus) >= spread.min() - 0.01 and max(taus) <= spread.max()
     table = threshold_table(frame, TRACK, taus)
-    strict = table[table["threshold"] == max(taus)].sort_values("best_cert", ascending=False).iloc[0]
     match = re.search(r'<p class="takeaway">(.*?)</p>', page, re.S)
     assert match, "no takeaway"
     text = match.group(1)
-    assert f"≥ {100 * max(taus):g} %" in text and f"{100 * strict['best_cert']:.1f} %" in text
-    assert str(strict["method"]) in text and str(strict["best_cert_config"]) in text
+    if table["best_cert"].max() > 0:
+        strict = table[table["threshold"] == max(taus)].sort_values("best_cert", ascending=False).iloc[0]
+        assert f"≥ {100 * max(taus):g} %" in text and f"{100 * strict['best_cert']:.1f} %" in text
+        assert str(strict["method"]) in text and str(strict["best_cert_config"]) in text
+    else:  # the short fixture runs certify nothing at the headline eps: the takeaway says so, never "0.0 % by"
+        top = configs.sort_values("acr_best_mean", ascending=False).iloc[0]
+        assert text.startswith("No configuration certifies") and f"by {top['method']} ({top['config_label']}" in text
     assert info.protocol in page
 
 
@@ -439,6 +443,7 @@ def test_site_in_a_real_browser(site: Path) -> None:
             descending = [float(v) for v in _visible_values(configs, column)]
             assert descending == sorted(before, reverse=True)
             assert header.get_attribute("aria-sort") == "descending"
+            page.screenshot(path=str(ARTIFACTS / "track.png"), full_page=True)
             # the Columns button shows a hidden column
             count = configs.locator("thead th").count()
             box.locator("button:has-text('Columns')").click()
@@ -450,8 +455,7 @@ def test_site_in_a_real_browser(site: Path) -> None:
                 box.locator("button:has-text('CSV')").click()
             lines = Path(download.value.path()).read_text().strip().splitlines()
             assert len(lines) == total + 1 and "method" in lines[0]
-            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-            page.screenshot(path=str(ARTIFACTS / "track.png"), full_page=True)
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # it scrolls in its box
 
             page.locator("table.runs tbody a").first.click()
             page.wait_for_url("**/runs/*/*.html")

@@ -15,7 +15,7 @@ from actbench.errors import InvalidConfig
 from actbench.leaderboard.literature import load_literature, parse_point
 from actbench.leaderboard.plots import certified_curve
 from actbench.leaderboard.status import complete_shares, status_table
-from actbench.leaderboard.takeaway import auto_thresholds
+from actbench.leaderboard.takeaway import auto_thresholds, takeaway
 
 GOOD = {"method": "m", "paper": "p", "link": "https://x.org", "source": "Table 1", "eps": "8/255",
         "certified_accuracy": 0.3, "verifier": "MN-BaB", "time_limit": "1000 s"}
@@ -75,6 +75,15 @@ def test_thresholds_span_the_robust_configurations() -> None:
     narrow = auto_thresholds(_frame([0.801, 0.812], [0.5, 0.4]), info)
     assert narrow == (0.8, 0.805, 0.81)  # half percents when the spread is narrow
     assert auto_thresholds(_frame([0.7], [0.0]), info) == (0.7,)
+
+
+def test_takeaway_reads_the_strictest_and_loosest_threshold() -> None:
+    frame = _frame([0.76, 0.79, 0.83, 0.89], [0.6, 0.55, 0.5, 0.0])
+    info = TrackInfo("tt", "tt", 0.1, (0.1,), 0.1, ("ibp",), "p1")
+    text = takeaway(frame, info, (0.76, 0.78, 0.80, 0.83))
+    assert text == ("At clean accuracy ≥ 83 %, the best certified accuracy at eps 0.1 is 50.0 %, by m0 (kappa=2, "
+                    "1 seed); at ≥ 76 % it rises to 60.0 %, by m0 (kappa=0, 1 seed) (configuration means over seeds).")
+    assert takeaway(frame, info, ()) == ""
 
 
 def test_complete_shares_in_every_documented_shape() -> None:

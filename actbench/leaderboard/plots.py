@@ -79,6 +79,12 @@ def _figure(width: float = 7.6, height: float = 4.0, cols: int = 1, legend: floa
     return fig, axes
 
 
+def _label_room(labels: Sequence[str], size: float) -> float:
+    """Inches left of the axes for horizontal tick labels of ``size`` points (about 0.55 em a character)."""
+    longest = max((len(str(label)) for label in labels), default=4)
+    return min(3.2, 0.25 + longest * size * 0.55 / 72)
+
+
 def _legend_outside(ax, fontsize: float = 8.5) -> None:  # noqa: ANN001 - a matplotlib Axes
     handles, labels = ax.get_legend_handles_labels()
     if handles:
@@ -95,7 +101,7 @@ def _save(fig: Figure, path: Path) -> Path:
 def _literature_markers(ax, xs: Sequence[float], ys: Sequence[float]) -> None:  # noqa: ANN001
     if len(xs):
         ax.scatter(xs, ys, s=46, facecolors="none", edgecolors=LITERATURE, linewidths=1.3, marker="o",
-                   label=NOTICE, zorder=4)  # fmt: skip
+                   label=NOTICE, zorder=4, clip_on=False)  # fmt: skip
 
 
 def front_plot(front: pd.DataFrame, colors: Mapping[str, str], path: Path, y: str, eps: float, headline: float,
@@ -171,7 +177,7 @@ def hypervolume_plot(table: pd.DataFrame, colors: Mapping[str, str], path: Path,
     """Per method, the two hypervolumes of its front of configuration means as horizontal bars."""
     methods = list(table["method"])[::-1]
     with matplotlib.rc_context(RC):
-        fig, (ax,) = _figure(7.6, max(1.6, 0.42 * len(methods) + 0.9), left=1.1)
+        fig, (ax,) = _figure(7.6, max(1.6, 0.42 * len(methods) + 0.9), left=_label_room(methods, 10))
         ys = np.arange(len(methods))
         for offset, column, hatch, label in ((0.2, "hv_cert", "", f"clean × cert @{format_eps(headline)}"),
                                              (-0.2, "hv_acr", "///", "clean × ACR/eps")):
@@ -194,7 +200,7 @@ def status_plot(status: pd.DataFrame, path: Path, headline: float) -> Path:
     labels = [f"{r['method']} {r['config_label']}" + (" [complete]" if r["complete"] else "")
               for _, r in status.iterrows()][::-1]  # fmt: skip
     with matplotlib.rc_context(RC):
-        fig, (ax,) = _figure(7.6, max(1.6, 0.3 * len(labels) + 0.9), left=2.4, legend=1.3)
+        fig, (ax,) = _figure(7.6, max(1.6, 0.3 * len(labels) + 0.9), left=_label_room(labels, 8), legend=1.3)
         ys = np.arange(len(labels))
         left = np.zeros(len(labels))
         for kind, color in STATUS_COLORS.items():

@@ -61,6 +61,11 @@ def takeaway(frame: pd.DataFrame, info: TrackInfo, thresholds: tuple[float, ...]
     eps = format_eps(info.headline)
     best = table.loc[table.groupby("threshold")["best_cert"].idxmax()].sort_values("threshold")
     top, low = best.iloc[-1], best.iloc[0]
+    if not low["best_cert"] > 0:
+        acr = configs.sort_values("acr_best_mean", ascending=False, kind="mergesort").iloc[0]
+        return (f"No configuration certifies any test sample at eps {eps} yet; the highest mean ACR is "
+                f"{fmt_number(acr['acr_best_mean'], 'acr', info.acr_decimals)}, by {acr['method']} "
+                f"({acr['config_label']}, {int(acr['n'])} seed{'s' if acr['n'] != 1 else ''}).")
     text = (f"At clean accuracy ≥ {100 * top['threshold']:g} %, the best certified accuracy at eps {eps} is "
             f"{fmt_number(top['best_cert'], 'acc')} %, by {_who(top, configs)}")
     if low["threshold"] < top["threshold"]:
