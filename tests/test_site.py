@@ -351,6 +351,24 @@ def test_rebuild_and_refuse_foreign_folder(tmp_path: Path) -> None:
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
+def test_a_failed_build_leaves_the_previous_site_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from actbench.leaderboard import plots
+
+    results = results_root(tmp_path / "base")
+    out = tmp_path / "site"
+    build_site(results, out, [])
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(plots, "history_plot", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_site(results, out, [])
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.glob(".actbench-site-*"))  # no staging folder left behind
+
+
 def test_runs_given_another_budget_get_their_own_configuration_row(tmp_path: Path) -> None:
     copy = tmp_path / "results"
     shutil.copytree(results_root(tmp_path / "base"), copy)
