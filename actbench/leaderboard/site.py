@@ -10,7 +10,7 @@ Layout::
 
     index.html  methods.html  static/ (style.css, tables.js, vendor/datatables/)
     tracks/<track>.html   tracks/<track>/{front-acr,front-cert,certified,hypervolume,status}.svg
-                          tracks/<track>/{configurations,runs}.{csv,json}
+                          tracks/<track>/{configurations,runs}.{csv,json}   (tracks without runs: literature.svg)
     runs/<track>/<run>.html   runs/<track>/<run>/{radii,history}.svg + the run folder's files
 """
 
