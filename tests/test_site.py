@@ -473,6 +473,7 @@ def test_site_in_a_real_browser(site: Path) -> None:
                 box.locator("button:has-text('CSV')").click()
             lines = Path(download.value.path()).read_text().strip().splitlines()
             assert len(lines) == total + 1 and "method" in lines[0]
+            assert any(" ± " in line for line in lines[1:])  # a mean with its std, as the cell reads
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # it scrolls in its box
 
             page.locator("table.runs tbody a").first.click()

@@ -12,6 +12,11 @@
     return raw ? raw.split(",").map(Number) : [];
   }
 
+  // a cell as read: "81.5 ± 0.1", "propagations=1.44e+06" (the ± line and badges as separate words)
+  function cellText(data, row, col, node) {
+    return node ? node.innerText.replace(/\s+/g, " ").trim() : data;
+  }
+
   function headerText(table, col) {
     var th = table.tHead.rows[0].cells[col];
     return th ? th.textContent.replace(/\s+/g, " ").trim() : "column " + col;
@@ -62,7 +67,7 @@
             topStart: {
               buttons: [
                 { extend: "colvis", text: "Columns", collectionLayout: "fixed columns" },
-                { extend: "csvHtml5", text: "CSV (rows shown)", filename: name, exportOptions: { columns: ":visible" } },
+                { extend: "csvHtml5", text: "CSV (rows shown)", filename: name, exportOptions: { columns: ":visible", format: { body: cellText } } },
               ],
             },
             topEnd: "search",
