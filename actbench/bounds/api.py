@@ -8,13 +8,12 @@ inside their first layer, and ``input_box`` reports the box after that layer.
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from actbench.bounds import batchnorm, ibp
+from actbench.bounds import batchnorm, cache, ibp
 from actbench.bounds.network import Layer, Network, NormalizeLayer, build_network, infer_shapes, materialize
 from actbench.errors import InvalidInput, UnknownName
 
@@ -105,24 +104,9 @@ def _model_dtype(model: nn.Module, x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-# Materialised layers (with their cached |W|) of models evaluated without autograd and with fixed
-# statistics, e.g. the repeated calls of a certified-radius search. Keyed on the identity, storage and
-# version counter of every parameter and buffer, so any weight update invalidates the entry.
-_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[Layer], list[tuple[int, ...]]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _cache_key(model: nn.Module, xl: torch.Tensor, dtype: torch.dtype) -> tuple | None:
-    tensors = [*model.parameters(), *model.buffers()]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return None
-    flags = tuple(m.training for m in model.modules())
-    return (dtype, xl.device, tuple(xl.shape), flags, *((id(t), t.data_ptr(), t._version) for t in tensors))
-
-
 def _prepare(model: nn.Module, xl: torch.Tensor, xu: torch.Tensor, clean: torch.Tensor,
              bn_stats: batchnorm.BNStats | None) -> _Prepared:
+    """Concrete layers for ``model`` in the box's dtype; reused only inside ``cache.prepared(model)``."""
     net: Network = build_network(model)
     shapes = infer_shapes(net, tuple(xl.shape[1:]))
     if len(shapes[-1]) != 1 or shapes[-1][0] < 2:
@@ -131,16 +115,19 @@ def _prepare(model: nn.Module, xl: torch.Tensor, xu: torch.Tensor, clean: torch.
     xl, xu, clean = xl.to(dtype), xu.to(dtype), clean.to(dtype)
     normalize_first = bool(net.layers) and isinstance(net.layers[0], NormalizeLayer)
     batch_stats_needed = batchnorm.needs_batch_stats(net)
-    key = None if batch_stats_needed else _cache_key(model, xl, dtype)
-    cached = _CACHE.get(model)
-    if key is not None and cached is not None and cached[0] == key:
-        return _Prepared(cached[1], xl, xu, normalize_first, shapes[-1][0], cached[2])
+    scope = None
+    if not (batch_stats_needed and bn_stats is None) and not cache.records_grad(model, bn_stats):
+        key = (dtype, xl.device, tuple(xl.shape[1:]), tuple(m.training for m in model.modules()),
+               id(bn_stats) if batch_stats_needed else None)
+        scope, entry = cache.lookup(model, key)
+        if entry is not None:
+            return _Prepared(entry[0], xl, xu, normalize_first, shapes[-1][0], entry[1])
     if bn_stats is None and batch_stats_needed:
         bn_stats = batchnorm.batch_stats(net, clean)
     layers = materialize(net, shapes, batchnorm.affine_provider(bn_stats), dtype, xl.device, xl.shape[0])
     layer_shapes = infer_shapes(Network(layers), tuple(xl.shape[1:]))  # also records conv input shapes
-    if key is not None:
-        _CACHE[model] = (key, layers, layer_shapes)
+    if scope is not None:  # the entry keeps bn_stats alive, so its id stays unique while cached
+        scope.entries[key] = (layers, layer_shapes, bn_stats)
     return _Prepared(layers, xl, xu, normalize_first, shapes[-1][0], layer_shapes)
 
 

@@ -38,9 +38,62 @@ def relaxation(lower: torch.Tensor, upper: torch.Tensor) -> Relaxation:
     return lo_slope, up_slope, up_icpt
 
 
+CHUNK_BYTES = 16 * 2**20  # target size of one chunk's largest A matrix (see _chunk_samples)
+
+
 def _rowdot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``sum(A[b, s] * v[b])`` for A ``[B, S, ...]`` and v ``[B, ...]``: shape ``[B, S]``."""
     return torch.bmm(A.flatten(2), v.flatten(1).unsqueeze(-1)).squeeze(-1)
+
+
+def _batch_slice(t: torch.Tensor, part: slice, batch: int) -> torch.Tensor:
+    """``t[part]`` along the batch dimension; tensors broadcast over it (size 1) are kept whole."""
+    return t[part] if t.dim() > 0 and t.shape[0] == batch else t
+
+
+def _chunk_samples(A: torch.Tensor, relaxations: list[Relaxation], xl: torch.Tensor) -> int:
+    """Samples per chunk so that the largest A matrix of a chunk stays near ``CHUNK_BYTES``: small
+    blocks stay in cache and in the allocator's free lists (a fresh 70 MB tensor costs more in page
+    faults than the arithmetic on it)."""
+    widths = [A[0, 0].numel(), xl[0].numel(), *(r[0][0].numel() for r in relaxations)]
+    per_sample = A.shape[1] * max(widths) * A.element_size()
+    return max(1, CHUNK_BYTES // max(per_sample, 1))
+
+
+def _relu_step(A: torch.Tensor, relax: Relaxation, const: torch.Tensor,
+               inplace: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pull rows ``A`` back through one ReLU: ``A⁺ lo + A⁻ up`` and ``const += A⁻ · icpt``.
+
+    ``A⁺ lo + A⁻ up`` is formed as ``lo·A⁺ + up·A⁻`` where one term is exactly zero, so each entry is
+    the single rounded product ``A·lo`` or ``A·up`` (bit-identical to selecting the slope by sign).
+    """
+    lo_slope, up_slope, up_icpt = (t.unsqueeze(1) for t in relax)
+    negative = A.clamp(max=0)
+    const = const + _rowdot(negative, relax[2])
+    if inplace:
+        A = A.clamp_(min=0).mul_(lo_slope).addcmul_(negative, up_slope)
+    else:
+        A = torch.addcmul(A.clamp(min=0) * lo_slope, negative, up_slope)
+    return A, const
+
+
+def _backward_chunk(layers: list[Layer], A: torch.Tensor, relaxations: list[Relaxation], xl: torch.Tensor,
+                    xu: torch.Tensor, inplace: bool) -> torch.Tensor:
+    const = A.new_zeros(A.shape[:2])
+    k = len(relaxations)
+    callers = A.untyped_storage().data_ptr()  # the caller's rows are never modified in place
+    for layer in reversed(layers):
+        if isinstance(layer, ReLULayer):
+            k -= 1
+            owned = A.untyped_storage().data_ptr() != callers
+            A, const = _relu_step(A, relaxations[k], const, inplace and owned)
+        else:
+            term = layer.bias_term(A)
+            if term is not None:
+                const = const + term
+            A = layer.backward(A)
+    centre, radius = (xu + xl) * 0.5, (xu - xl) * 0.5
+    return _rowdot(A, centre) - _rowdot(A.abs(), radius) + const
 
 
 def backward_lower(layers: list[Layer], A: torch.Tensor, relu_bounds: list[Interval], xl: torch.Tensor,
@@ -49,27 +102,31 @@ def backward_lower(layers: list[Layer], A: torch.Tensor, relu_bounds: list[Inter
     """Lower bound of ``A · (output of layers[:stop])`` over the input box ``[xl, xu]``.
 
     ``A`` has shape ``[B, S, *out_shape]``; ``relu_bounds`` holds at least the bounds of every ReLU in
-    ``layers[:stop]``. Returns ``[B, S]``.
+    ``layers[:stop]`` (or pass their ``relaxations``, each tensor ``[B, *shape]`` or broadcast over
+    the batch). Returns ``[B, S]``. Large batches run in chunks of samples (same result); without
+    autograd the coefficient matrices are updated in place.
     """
     stop = len(layers) if stop is None else stop
-    k = sum(isinstance(layer, ReLULayer) for layer in layers[:stop])
+    layers = layers[:stop]
+    k = sum(isinstance(layer, ReLULayer) for layer in layers)
     if relaxations is None:
         relaxations = [relaxation(*b) for b in relu_bounds[:k]]
-    const = A.new_zeros(A.shape[:2])
-    for layer in reversed(layers[:stop]):
-        if isinstance(layer, ReLULayer):
-            k -= 1
-            lo_slope, up_slope, up_icpt = relaxations[k]
-            negative = A.clamp(max=0)
-            const = const + _rowdot(negative, up_icpt)
-            A = A * torch.where(A >= 0, lo_slope.unsqueeze(1), up_slope.unsqueeze(1))
-        else:
-            term = layer.bias_term(A)
-            if term is not None:
-                const = const + term
-            A = layer.backward(A)
-    centre, radius = (xu + xl) * 0.5, (xu - xl) * 0.5
-    return _rowdot(A, centre) - _rowdot(A.abs(), radius) + const
+    relaxations = relaxations[:k]
+    inplace = not torch.is_grad_enabled() or not (
+        A.requires_grad or any(t.requires_grad for r in relaxations for t in r)
+        or xl.requires_grad or xu.requires_grad
+    )
+    batch = A.shape[0]
+    rows = _chunk_samples(A, relaxations, xl)
+    if rows >= batch:
+        return _backward_chunk(layers, A, relaxations, xl, xu, inplace)
+    out = []
+    for start in range(0, batch, rows):
+        part = slice(start, start + rows)
+        relax = [tuple(_batch_slice(t, part, batch) for t in r) for r in relaxations]
+        out.append(_backward_chunk(layers, A[part], relax, _batch_slice(xl, part, batch),
+                                   _batch_slice(xu, part, batch), inplace))
+    return torch.cat(out)
 
 
 def _exact_by_ibp(layers: list[Layer], stop: int) -> bool:

@@ -333,7 +333,7 @@ def certified_radii(
     ``logits`` too, or the clean forward runs here via ``clean_forward``). Runs without gradients.
     Radii come back in ``x.dtype`` and are exact eps values at which the verifier certified.
     """
-    from actbench.bounds import build_network, clean_forward, margin_bounds
+    from actbench.bounds import build_network, clean_forward, margin_bounds, prepared
     from actbench.bounds.batchnorm import batch_stats, needs_batch_stats
 
     if x.shape[0] != y.shape[0]:
@@ -354,11 +354,12 @@ def certified_radii(
             res = margin_bounds(model, x[idx], y[idx], eps, method=method, lo=lo, hi=hi, bn_stats=bn_stats)
             return res.lower.min(dim=1).values
 
-        res = root_search(
-            fn, eps_max if isinstance(eps_max, torch.Tensor) else float(eps_max), rtol=rtol, atol=atol,
-            max_passes=max_passes, init=init, f0=f0, snap=snap, dtype=x.dtype, device=x.device,
-            deadline=deadline,
-        )
+        with prepared(model):  # the model is fixed during the search: prepare its layers once
+            res = root_search(
+                fn, eps_max if isinstance(eps_max, torch.Tensor) else float(eps_max), rtol=rtol, atol=atol,
+                max_passes=max_passes, init=init, f0=f0, snap=snap, dtype=x.dtype, device=x.device,
+                deadline=deadline,
+            )
     return RadiusResult(res.radius.to(x.dtype), res.passes, res.certified_at_max, res.converged)
 
 
