@@ -7,6 +7,7 @@ inside their first layer, and ``input_box`` reports the box after that layer.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -53,6 +54,7 @@ class _Prepared:
     normalize_first: bool
     num_classes: int
     shapes: list[tuple[int, ...]]
+    bn_stats: object = None  # kept alive by cached entries (their key holds its id)
 
 
 def _check_method(method: str) -> None:
@@ -104,31 +106,37 @@ def _model_dtype(model: nn.Module, x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+def _needs_batch_stats(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and (m.training or m.running_mean is None)
+               for m in model.modules())
+
+
 def _prepare(model: nn.Module, xl: torch.Tensor, xu: torch.Tensor, clean: torch.Tensor,
              bn_stats: batchnorm.BNStats | None) -> _Prepared:
     """Concrete layers for ``model`` in the box's dtype; reused only inside ``cache.prepared(model)``."""
-    net: Network = build_network(model)
-    shapes = infer_shapes(net, tuple(xl.shape[1:]))
-    if len(shapes[-1]) != 1 or shapes[-1][0] < 2:
-        raise InvalidInput(f"the model must output [B, K] logits with K >= 2, got per-sample shape {shapes[-1]}")
     dtype = _model_dtype(model, xl)
-    xl, xu, clean = xl.to(dtype), xu.to(dtype), clean.to(dtype)
-    normalize_first = bool(net.layers) and isinstance(net.layers[0], NormalizeLayer)
-    batch_stats_needed = batchnorm.needs_batch_stats(net)
-    scope = None
+    xl, xu = xl.to(dtype), xu.to(dtype)
+    batch_stats_needed = _needs_batch_stats(model)
+    scope = key = None
     if not (batch_stats_needed and bn_stats is None) and not cache.records_grad(model, bn_stats):
         key = (dtype, xl.device, tuple(xl.shape[1:]), tuple(m.training for m in model.modules()),
                id(bn_stats) if batch_stats_needed else None)
         scope, entry = cache.lookup(model, key)
         if entry is not None:
-            return _Prepared(entry[0], xl, xu, normalize_first, shapes[-1][0], entry[1])
+            return dataclasses.replace(entry, xl=xl, xu=xu)
+    net: Network = build_network(model)
+    shapes = infer_shapes(net, tuple(xl.shape[1:]))
+    if len(shapes[-1]) != 1 or shapes[-1][0] < 2:
+        raise InvalidInput(f"the model must output [B, K] logits with K >= 2, got per-sample shape {shapes[-1]}")
+    normalize_first = bool(net.layers) and isinstance(net.layers[0], NormalizeLayer)
     if bn_stats is None and batch_stats_needed:
-        bn_stats = batchnorm.batch_stats(net, clean)
+        bn_stats = batchnorm.batch_stats(net, clean.to(dtype))
     layers = materialize(net, shapes, batchnorm.affine_provider(bn_stats), dtype, xl.device, xl.shape[0])
     layer_shapes = infer_shapes(Network(layers), tuple(xl.shape[1:]))  # also records conv input shapes
+    prep = _Prepared(layers, xl, xu, normalize_first, shapes[-1][0], layer_shapes)
     if scope is not None:  # the entry keeps bn_stats alive, so its id stays unique while cached
-        scope.entries[key] = (layers, layer_shapes, bn_stats)
-    return _Prepared(layers, xl, xu, normalize_first, shapes[-1][0], layer_shapes)
+        scope.entries[key] = dataclasses.replace(prep, xl=None, xu=None, bn_stats=bn_stats)
+    return prep
 
 
 def spec_matrix(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
