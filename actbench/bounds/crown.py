@@ -32,17 +32,17 @@ def relaxation(lower: torch.Tensor, upper: torch.Tensor) -> Relaxation:
     """``(lower slope, upper slope, upper intercept)`` of the ReLU relaxation on ``[lower, upper]``.
 
     Unstable (``l < 0 < u``): upper line ``u (h - l) / (u - l)``, lower slope 1 if ``u > -l`` else 0;
-    active: slopes 1; inactive: slopes 0; all intercepts of stable neurons 0. Computed without
-    ``torch.where`` (several times slower than arithmetic on CPU): with ``l⁻ = min(l, 0)`` and
-    ``u⁺ = max(u, 0)`` the upper slope ``u⁺ / (u⁺ - l⁻)`` and intercept ``-l⁻ u⁺ / (u⁺ - l⁻)`` cover
-    all three cases, and ``u + l > 0`` is exactly ``u > -l``. A neuron with ``l = u = 0`` gets slopes 0
-    (its input is exactly 0 on the box, so any slope is exact).
+    active: slopes 1; inactive: slopes 0; stable neurons have intercept 0. With ``l⁻ = min(l, 0)`` and
+    ``u⁺ = max(u, 0)``, the upper slope ``u⁺ / (u⁺ - l⁻)`` and intercept ``-l⁻ u⁺ / (u⁺ - l⁻)`` cover
+    all three cases, and ``u + l > 0`` is exactly ``u > -l`` (a float sum has the sign of the exact
+    one), so no ``torch.where`` is needed (several times slower than arithmetic on CPU). A neuron with
+    ``l = u = 0`` gets slopes 0: its input is exactly 0 on the box, so any slope is exact.
     """
     neg, pos = lower.clamp(max=0), upper.clamp(min=0)
     denom = (pos - neg).clamp_(min=torch.finfo(lower.dtype).tiny)
     up_slope = pos / denom
     up_icpt = (neg * pos).div_(denom).neg_()
-    lo_slope = torch.heaviside((upper + lower).detach(), torch.zeros((), dtype=lower.dtype, device=lower.device))
+    lo_slope = ((upper + lower).detach() > 0).to(lower.dtype)
     return lo_slope, up_slope, up_icpt
 
 
@@ -81,17 +81,17 @@ def _relu_step(A: torch.Tensor, relax: Relaxation, const: torch.Tensor,
                inplace: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Pull rows ``A`` back through one ReLU: ``A⁺ lo + A⁻ up`` and ``const += A⁻ · icpt``.
 
-    Formed as ``lo·A + (up − lo)·A⁻``: three passes over A instead of four. With the default slopes
-    (``lo`` is 0 or 1) each entry equals ``A·lo`` or ``A·up`` up to one rounding.
+    Formed as ``lo·A + (up − lo)·A⁻``: three passes over A instead of four (with the default slopes,
+    where ``lo`` is 0 or 1, each entry equals ``A·lo`` or ``A·up`` up to one rounding).
     """
     lo_slope, up_slope, up_icpt = (_as_rows_layout(t, A) for t in relax)
+    gap = up_slope - lo_slope
     negative = A.clamp(max=0)
     const = const + _rowdot(negative, up_icpt)
-    gap = (up_slope - lo_slope).unsqueeze(1)
     if inplace:
-        A = A.mul_(lo_slope.unsqueeze(1)).addcmul_(negative, gap)
+        A = A.mul_(lo_slope.unsqueeze(1)).addcmul_(negative, gap.unsqueeze(1))
     else:
-        A = torch.addcmul(A * lo_slope.unsqueeze(1), negative, gap)
+        A = torch.addcmul(A * lo_slope.unsqueeze(1), negative, gap.unsqueeze(1))
     return A, const
 
 
@@ -127,24 +127,21 @@ def backward_lower(layers: list[Layer], A: torch.Tensor, relu_bounds: list[Inter
     stop = len(layers) if stop is None else stop
     layers = layers[:stop]
     k = sum(isinstance(layer, ReLULayer) for layer in layers)
-    if relaxations is None:
-        relaxations = [relaxation(*b) for b in relu_bounds[:k]]
-    relaxations = relaxations[:k]
+    given = relaxations is not None
+    parts = relaxations[:k] if given else relu_bounds[:k]
     inplace = not torch.is_grad_enabled() or not (
-        A.requires_grad or any(t.requires_grad for r in relaxations for t in r)
-        or xl.requires_grad or xu.requires_grad
+        A.requires_grad or any(t.requires_grad for r in parts for t in r) or xl.requires_grad or xu.requires_grad
     )
     batch = A.shape[0]
-    rows = _chunk_samples(A, relaxations, xl)
-    if rows >= batch:
-        return _backward_chunk(layers, A, relaxations, xl, xu, inplace)
+    rows = _chunk_samples(A, parts, xl)
     out = []
-    for start in range(0, batch, rows):
+    for start in range(0, batch, rows):  # the relaxations are formed per chunk, while its bounds are in cache
         part = slice(start, start + rows)
-        relax = [tuple(_batch_slice(t, part, batch) for t in r) for r in relaxations]
+        sliced = [tuple(_batch_slice(t, part, batch) for t in r) for r in parts]
+        relax = sliced if given else [relaxation(*b) for b in sliced]
         out.append(_backward_chunk(layers, A[part], relax, _batch_slice(xl, part, batch),
                                    _batch_slice(xu, part, batch), inplace))
-    return torch.cat(out)
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 def _exact_by_ibp(layers: list[Layer], stop: int) -> bool:

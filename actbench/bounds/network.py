@@ -27,6 +27,7 @@ from actbench.errors import InvalidInput, UnsupportedLayer
 from actbench.models import Normalize
 
 Shape = tuple[int, ...]
+CONV_BACKWARD_CHANNELS_LAST = True
 FOLD_MAX_COLUMNS = 64  # ConvLayer.backward uses F.fold when in_channels * kernel area is at most this
 BNAffine = Callable[["BatchNormLayer", torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]]
 
@@ -249,18 +250,17 @@ class ConvLayer(Layer):
         if self.groups == 1 and cin * k_h * k_w <= FOLD_MAX_COLUMNS:
             out = self._backward_fold(flat)
         else:
-            flat = flat.contiguous(memory_format=torch.channels_last)
+            if CONV_BACKWARD_CHANNELS_LAST:
+                flat = flat.contiguous(memory_format=torch.channels_last)
             out = F.conv_transpose2d(flat, self.weight, None, self.stride, self.padding,
                                      self._output_padding(A.shape[-2:]), self.groups, self.dilation)
         return out.view(b, s, *out.shape[1:])
 
     def _backward_fold(self, A: torch.Tensor) -> torch.Tensor:
         """Transposed convolution as ``cols = W^T A`` (per output position) and col2im (``F.fold``)."""
-        n, cout, out_h, out_w = A.shape
-        rows = A.permute(0, 2, 3, 1).reshape(n, out_h * out_w, cout)  # a view for channels-last A
-        cols = torch.matmul(rows, self.weight.reshape(cout, -1))  # [n, L, cin * k * k]
-        return F.fold(cols.transpose(1, 2), self.in_shape[1:], self.weight.shape[2:], self.dilation,
-                      self.padding, self.stride)
+        n, cout = A.shape[:2]
+        cols = torch.matmul(self.weight.reshape(cout, -1).t(), A.reshape(n, cout, -1))  # [n, cin * k * k, L]
+        return F.fold(cols, self.in_shape[1:], self.weight.shape[2:], self.dilation, self.padding, self.stride)
 
     def bias_term(self, A: torch.Tensor) -> torch.Tensor | None:
         if self.bias is None:
