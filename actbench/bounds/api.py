@@ -99,29 +99,32 @@ def _check_eps(eps: object, x: torch.Tensor) -> torch.Tensor:
     return e.view(batch, *([1] * (x.dim() - 1)))
 
 
-def _model_dtype(model: nn.Module, x: torch.Tensor) -> torch.dtype:
-    for t in (*model.parameters(), *model.buffers()):
-        if t.is_floating_point():
-            return torch.promote_types(t.dtype, x.dtype)
+def _model_dtype(modules: list[nn.Module], x: torch.Tensor) -> torch.dtype:
+    for m in modules:
+        for t in (*m._parameters.values(), *m._buffers.values()):
+            if t is not None and t.is_floating_point():
+                return torch.promote_types(t.dtype, x.dtype)
     return x.dtype
 
 
-def _needs_batch_stats(model: nn.Module) -> bool:
+def _needs_batch_stats(modules: list[nn.Module]) -> bool:
     return any(isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and (m.training or m.running_mean is None)
-               for m in model.modules())
+               for m in modules)
 
 
 def _prepare(model: nn.Module, xl: torch.Tensor, xu: torch.Tensor, clean: torch.Tensor,
              bn_stats: batchnorm.BNStats | None) -> _Prepared:
     """Concrete layers for ``model`` in the box's dtype; reused only inside ``cache.prepared(model)``."""
-    dtype = _model_dtype(model, xl)
+    scope = cache.scope_of(model)
+    modules = scope.modules if scope is not None else list(model.modules())
+    dtype = _model_dtype(modules, xl)
     xl, xu = xl.to(dtype), xu.to(dtype)
-    batch_stats_needed = _needs_batch_stats(model)
-    scope = key = None
-    if not (batch_stats_needed and bn_stats is None) and not cache.records_grad(model, bn_stats):
-        key = (dtype, xl.device, tuple(xl.shape[1:]), tuple(m.training for m in model.modules()),
-               id(bn_stats) if batch_stats_needed else None)
-        scope, entry = cache.lookup(model, key)
+    batch_stats_needed = _needs_batch_stats(modules)
+    key = None
+    params = (p for m in modules for p in m._parameters.values() if p is not None)
+    if scope is not None and not (batch_stats_needed and bn_stats is None) and not cache.records_grad(params, bn_stats):
+        key = (dtype, xl.device, tuple(xl.shape[1:]), scope.check(), id(bn_stats) if batch_stats_needed else None)
+        entry = scope.entries.get(key)
         if entry is not None:
             return dataclasses.replace(entry, xl=xl, xu=xu)
     net: Network = build_network(model)
@@ -134,15 +137,21 @@ def _prepare(model: nn.Module, xl: torch.Tensor, xu: torch.Tensor, clean: torch.
     layers = materialize(net, shapes, batchnorm.affine_provider(bn_stats), dtype, xl.device, xl.shape[0])
     layer_shapes = infer_shapes(Network(layers), tuple(xl.shape[1:]))  # also records conv input shapes
     prep = _Prepared(layers, xl, xu, normalize_first, shapes[-1][0], layer_shapes)
-    if scope is not None:  # the entry keeps bn_stats alive, so its id stays unique while cached
+    if key is not None:  # the entry keeps bn_stats alive, so its id stays unique while cached
         scope.entries[key] = dataclasses.replace(prep, xl=None, xu=None, bn_stats=bn_stats)
     return prep
 
 
+_EYES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def spec_matrix(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
     """Rows ``e_y - e_t`` for ``t != y`` in increasing order: shape ``[B, K-1, K]``."""
-    eye = torch.eye(num_classes, dtype=dtype, device=y.device)
-    steps = torch.arange(num_classes - 1, device=y.device)
+    key = (num_classes, dtype, y.device)
+    if key not in _EYES:  # a few small constants per class count, dtype and device
+        _EYES[key] = (torch.eye(num_classes, dtype=dtype, device=y.device),
+                      torch.arange(num_classes - 1, device=y.device))
+    eye, steps = _EYES[key]
     others = steps.unsqueeze(0) + (steps.unsqueeze(0) >= y.unsqueeze(1)).long()
     return eye[y].unsqueeze(1) - eye[others]
 

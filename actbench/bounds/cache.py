@@ -22,7 +22,7 @@ Blocks nest; the layers are dropped when the outermost block for the model exits
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,20 +35,35 @@ from actbench.errors import InvalidInput
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def fingerprint(model: nn.Module) -> tuple:
-    """What can be seen of the model's state without reading its values: identity, storage and
-    version counter of every parameter and buffer, and each BatchNorm's ``eps`` and flags."""
-    tensors = tuple((id(t), t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
-    bns = tuple((m.eps, m.affine, m.track_running_stats) for m in model.modules() if isinstance(m, _BN_TYPES))
-    return tensors + bns
+def _state(modules: list[nn.Module]) -> tuple[tuple, tuple]:
+    """``(train flags, state)`` of the modules. The state is what can be seen without reading values:
+    identity, storage and version counter of every parameter and buffer, and BatchNorm settings."""
+    parts: list = []
+    for m in modules:
+        for t in (*m._parameters.values(), *m._buffers.values()):
+            if t is not None:
+                parts.append((id(t), t.data_ptr(), t._version))
+        if isinstance(m, _BN_TYPES):
+            parts.append((m.eps, m.affine, m.track_running_stats))
+    return tuple(m.training for m in modules), tuple(parts)
 
 
 @dataclass
 class _Scope:
     model: nn.Module
+    modules: list[nn.Module]
     state: tuple
     depth: int = 1
     entries: dict[tuple, Any] = field(default_factory=dict)
+
+    def check(self) -> tuple:
+        """The modules' train flags (part of each entry's key); raises InvalidInput when the model
+        visibly changed since the block was opened (train flags may change)."""
+        flags, state = _state(self.modules)
+        if state != self.state:
+            raise InvalidInput("the model changed inside bounds.prepared(model): its prepared layers would be "
+                               "stale; update weights, buffers or BatchNorm settings only outside the block")
+        return flags
 
 
 _LOCAL = threading.local()
@@ -70,7 +85,8 @@ def prepared(model: nn.Module) -> Iterator[None]:
     if scope is not None and scope.model is model:
         scope.depth += 1
     else:
-        scope = scopes[id(model)] = _Scope(model, fingerprint(model))
+        modules = list(model.modules())
+        scope = scopes[id(model)] = _Scope(model, modules, _state(modules)[1])
     try:
         yield
     finally:
@@ -79,24 +95,16 @@ def prepared(model: nn.Module) -> Iterator[None]:
             del scopes[id(model)]
 
 
-def records_grad(model: nn.Module, bn_stats: dict | None) -> bool:
+def records_grad(params: Iterable[torch.Tensor], bn_stats: dict | None) -> bool:
     """True when a bound call would build an autograd graph through the weights or the statistics."""
     if not torch.is_grad_enabled():
         return False
-    if any(p.requires_grad for p in model.parameters()):
+    if any(p.requires_grad for p in params):
         return True
     return bn_stats is not None and any(t.requires_grad for pair in bn_stats.values() for t in pair)
 
 
-def lookup(model: nn.Module, key: tuple) -> tuple[_Scope | None, Any]:
-    """The open scope of ``model`` (None outside any block) and its entry for ``key`` (None if absent).
-
-    Raises InvalidInput when the model visibly changed since the block was opened.
-    """
+def scope_of(model: nn.Module) -> _Scope | None:
+    """The open ``prepared`` block of ``model``, None outside any."""
     scope = _scopes().get(id(model))
-    if scope is None or scope.model is not model:
-        return None, None
-    if fingerprint(model) != scope.state:
-        raise InvalidInput("the model changed inside bounds.prepared(model): its prepared layers would be "
-                           "stale; update weights, buffers or BatchNorm settings only outside the block")
-    return scope, scope.entries.get(key)
+    return scope if scope is not None and scope.model is model else None
