@@ -13,6 +13,7 @@ bounds from actbench's. A second line per model: train mode with autograd on, th
 Every timing is the median over ``--repeats`` rounds in which each function runs once (interleaved, so
 load changes on a shared machine hit all alike); ratios are to the forward of the same rounds. The
 glibc allocator is tuned first (``bounds.allocator``, as the CLI does); ``--default-allocator`` skips it.
+On a loaded machine ``--threads 1 --clock cpu`` (process CPU time) gives steadier ratios.
 """
 
 from __future__ import annotations
@@ -37,15 +38,18 @@ SETTINGS = [  # label, model, input shape, batch
 EPS = 2 / 255
 
 
+CLOCK: Callable[[], float] = time.perf_counter
+
+
 def medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median seconds of each function over ``repeats`` interleaved rounds (after one warm-up round)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for rep in range(repeats + 1):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = CLOCK()
             fn()
             if rep:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(CLOCK() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -89,11 +93,13 @@ def train_row(name: str, shape: tuple[int, ...], batch: int, repeats: int) -> di
     return out
 
 
-def run(repeats: int, threads: int, tune: bool) -> None:
+def run(repeats: int, threads: int, tune: bool, clock: str = "wall") -> None:
+    global CLOCK
+    CLOCK = time.process_time if clock == "cpu" else time.perf_counter
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     tuned = tune_allocator() if tune else False
-    print(f"float32, {threads} threads, eps {EPS:.4f}, median of {repeats}, allocator tuned: {tuned}, "
+    print(f"float32, {threads} threads, {clock} clock, eps {EPS:.4f}, median of {repeats}, allocator tuned: {tuned}, "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     for label, name, shape, batch in SETTINGS:
         t, note = eval_row(name, shape, batch, repeats)
@@ -111,5 +117,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--default-allocator", action="store_true", help="skip the glibc allocator tuning")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall time, or process CPU time (steadier on a loaded machine; use with --threads 1)")
     args = parser.parse_args()
-    run(args.repeats, args.threads, not args.default_allocator)
+    run(args.repeats, args.threads, not args.default_allocator, args.clock)
