@@ -42,7 +42,7 @@ def relaxation(lower: torch.Tensor, upper: torch.Tensor) -> Relaxation:
     denom = (pos - neg).clamp_(min=torch.finfo(lower.dtype).tiny)
     up_slope = pos / denom
     up_icpt = (neg * pos).div_(denom).neg_()
-    lo_slope = ((upper + lower).detach() > 0).to(lower.dtype)
+    lo_slope = (upper.detach() + lower.detach()).gt_(0)  # 1.0 where u > -l, 0.0 elsewhere
     return lo_slope, up_slope, up_icpt
 
 
