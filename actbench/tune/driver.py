@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,18 +143,18 @@ class _Session:
         self.running[method] -= 1
 
 
-def _backend(executor: str, jobs: int | None, address: str | None, num_cpus: int | None,
-             gpu: bool) -> tuple[Any, int]:
+def _backend(executor: str, jobs: int | None, address: str | None, num_cpus: int | None, gpu: bool,
+             task: Callable[..., Any]) -> tuple[Any, int]:
     """The sweep's executor for trial tasks, and how many trials run at once."""
     if executor == "ray":
-        backend = _RayBackend(address, num_cpus, jobs or 1, gpu=gpu, task=run_trial)
+        backend = _RayBackend(address, num_cpus, jobs or 1, gpu=gpu, task=task)
         if jobs:
             return backend, jobs
         resources = backend.ray.cluster_resources()
         gpus = int(resources.get("GPU", 0)) if gpu else 0
         return backend, max(1, gpus or int(resources.get("CPU", 1)) // backend.threads)
     jobs = jobs or 1
-    return (_PoolBackend(jobs, num_cpus, task=run_trial) if jobs > 1 else _InlineBackend(task=run_trial)), jobs
+    return (_PoolBackend(jobs, num_cpus, task=task) if jobs > 1 else _InlineBackend(task=task)), jobs
 
 
 def _check_executor(plan: TunePlan, executor: str, jobs: int | None, address: str | None) -> None:
@@ -207,11 +208,13 @@ def report(plan: TunePlan, studies: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_tune(plan: TunePlan, executor: str = "local", jobs: int | None = None, address: str | None = None,
-             num_cpus: int | None = None, console: Console | None = None, show_progress: bool = True) -> TuneSummary:
+             num_cpus: int | None = None, console: Console | None = None, show_progress: bool = True,
+             task: Callable[..., Any] = run_trial) -> TuneSummary:
     """Run the tune until every method has ``plan.trials`` finished trials; returns what happened.
 
     Creates ``plan.folder`` (study.db, fronts.json) on first use. Ctrl-C stops it: finished trials are
-    kept, running ones resume when the same command is run again.
+    kept, running ones resume when the same command is run again. ``task`` runs one trial request
+    (:func:`~actbench.tune.trial.run_trial`; tests pass a stand-in that trains nothing).
     """
     _check_executor(plan, executor, jobs, address)
     optuna_module()
@@ -226,7 +229,7 @@ def run_tune(plan: TunePlan, executor: str = "local", jobs: int | None = None, a
         done = sum(min(n, plan.trials) for n in session.finished.values())
         backend, capacity = None, 1
         if done < total or session.queue:
-            backend, capacity = _backend(executor, jobs, address, num_cpus, gpu=plan.base.device != "cpu")
+            backend, capacity = _backend(executor, jobs, address, num_cpus, plan.base.device != "cpu", task)
         columns = (SpinnerColumn(), TextColumn("[bold]tune[/]"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("trials"), TimeElapsedColumn())  # fmt: skip
         inflight: dict[str, list[TrialRequest]] = {}
