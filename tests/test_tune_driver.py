@@ -158,3 +158,29 @@ def test_continuing_a_study_with_another_search_space_is_refused(tmp_path):
     with pytest.raises(ActbenchError, match=r"was started for ibp with other settings \(space.kappa.high: 1.0 -> 0.5"):
         _run(plan_tune(str(spec), "fashion-mnist", trials=2, preset="quick", out=tmp_path, study="mine"))
     assert CALLS == []
+
+
+def test_a_configuration_drawn_twice_is_one_configuration_of_the_front(tmp_path):
+    text = (ROOT / "baselines" / "ibp.toml").read_text()
+    spec = tmp_path / "ibp_ramp.toml"
+    spec.write_text(text.replace("kappa = { low = 0.0, high = 1.0 }", "ramp_epochs = { low = 1, high = 2 }")
+                    .replace('name = "ibp"', 'name = "ibp_ramp"'))  # fmt: skip
+    plan = plan_tune(str(spec), "fashion-mnist", trials=4, preset="quick", out=tmp_path, sampler="random")
+    _run(plan)
+    trials = _trials(plan, "ibp_ramp")
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert {t.params["ramp_epochs"] for t in trials} <= {1, 2}
+    assert all(r.track_settings == {"ramp_epochs": r.tune["params"]["ramp_epochs"]} and r.overrides == {}
+               for r in CALLS)  # fmt: skip
+    report = json.loads(plan.fronts_path.read_text())["methods"][0]
+    assert report["finished"] == 4 and report["configs"] == len({t.user_attrs["run_id"] for t in trials}) <= 2
+
+
+def test_two_trials_at_once_in_worker_processes(tmp_path):
+    plan = _plan(tmp_path, trials=2)
+    summary = run_tune(plan, jobs=2, console=Console(quiet=True), show_progress=False, task=fake_trial)
+    assert summary.ok and len(summary.ran) == 4
+    for method in ("ibp", "sabr"):
+        trials = _trials(plan, method)
+        assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+        assert len({t.user_attrs["run_id"] for t in trials}) == 2
