@@ -79,7 +79,7 @@ def test_a_cards_test_point_is_read_only_from_its_certification_for_reporting():
     point = card_point(CARD)
     assert point.val == (0.8, 0.6) and point.test == (0.5, 0.1) and point.trial == 4  # test cert at headline eps 0.1
     assert point_on_test(CARD, "clean,acr")[0] == pytest.approx((0.5, 0.2))
-    assert point_on_test({**CARD, "status": "trained"}, "clean,certified") is None
+    assert point_on_test({**CARD, "status": "trained"}, "clean,certified") == (None, None)
 
 
 def test_the_front_is_selected_on_validation_and_its_hypervolume_reported_on_both_splits():

@@ -81,9 +81,9 @@ def trial_request(plan: TunePlan, method: str, number: int, params: dict[str, An
 class _Session:
     """One driver session over the method studies: asks, submits, tells, counts."""
 
-    def __init__(self, plan: TunePlan, studies: dict[str, Any], storage: Any, console: Console) -> None:
+    def __init__(self, plan: TunePlan, studies: dict[str, Any], storage: Any) -> None:
         self.optuna = optuna_module()
-        self.plan, self.studies, self.storage, self.console = plan, studies, storage, console
+        self.plan, self.studies, self.storage = plan, studies, storage
         states = self.optuna.trial.TrialState
         self.finished = {m: sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
                          for m, study in studies.items()}  # fmt: skip
@@ -223,7 +223,7 @@ def run_tune(plan: TunePlan, executor: str = "local", jobs: int | None = None, a
     with study_lock(plan.folder):
         storage = open_storage(plan)
         studies = {method: open_study(plan, method, storage) for method in plan.methods}
-        session = _Session(plan, studies, storage, console)
+        session = _Session(plan, studies, storage)
         summary.resumed = session.resumed
         total = plan.trials * len(plan.methods)
         done = sum(min(n, plan.trials) for n in session.finished.values())

@@ -42,12 +42,12 @@ def params_label(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
 
 
-def point_on_test(card: dict[str, Any], objectives: str, run_dir: Path | str = ".") -> tuple[tuple[float, float],
-                                                                                            str | None] | None:
+def point_on_test(card: dict[str, Any], objectives: str,
+                  run_dir: Path | str = ".") -> tuple[tuple[float, float] | None, str | None]:
     """A complete card's test point (clean accuracy, certified accuracy at the headline eps or ACR/eps, best
-    verifier) under its headline protocol, and that protocol's id; None when the run is not certified."""
+    verifier) under its headline protocol, and that protocol's id; ``(None, None)`` when not certified."""
     if card.get("status") != "complete" or not isinstance(card.get("metrics"), dict):
-        return None
+        return None, None
     row = card_row(card, Path(run_dir))
     if objectives.endswith("acr"):
         second = row[acr_column("best")] / row["eps"] if row["eps"] else float("nan")
@@ -65,8 +65,7 @@ def card_point(card: dict[str, Any], run_dir: Path | str = ".") -> Point | None:
     objectives = tune.get("objectives", "clean,certified")
     values = tune.get("values")
     val = tuple(values) if values else objective_values(search_view(card), objectives, Path(run_dir))
-    tested = point_on_test(card, objectives, run_dir)
-    test, protocol = tested if tested is not None else (None, None)
+    test, protocol = point_on_test(card, objectives, run_dir)
     return Point(card["method"]["name"], int(tune.get("trial", -1)), card["run_id"],
                  params_label(tune.get("params") or {}), (float(val[0]), float(val[1])), test, protocol)  # fmt: skip
 

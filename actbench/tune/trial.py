@@ -27,7 +27,7 @@ from typing import Any
 from actbench.errors import InvalidConfig
 from actbench.runner import RunRequest, certify_track, execute_run, resolve_device, resolve_run
 from actbench.splitguard import sealed
-from actbench.store import CARD_FILE, HISTORY_FILE, read_card, write_card
+from actbench.store import HISTORY_FILE, read_card, write_card
 from actbench.sweep import RunResult, run_dir_of
 from actbench.tune.plan import OBJECTIVES
 
@@ -144,7 +144,3 @@ def run_trial(request: TrialRequest, threads: int | None = None) -> TrialResult:
     status = "skipped" if trained.skipped else "complete"
     return TrialResult(request, trained.run_dir, status, 1, time.monotonic() - start, values=values)
 
-
-def card_path(request: RunRequest) -> Path:
-    """Where a trial's card lives."""
-    return run_dir_of(request) / CARD_FILE
