@@ -31,9 +31,9 @@ METHODS = ("ibp", "mtl_ibp")
 SMALL = ["--preset", "quick", "--epochs", "1", "--train-subset", "300", "--samples", "20", "--device", "cpu"]
 
 
-def _command(out: Path) -> list[str]:
+def _command(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "actbench.cli", "tune", "--method", ",".join(METHODS), "--trials", "3", *SMALL,
-            "--out", str(out), "--quiet"]  # fmt: skip
+            "--out", str(out), "--quiet", *extra]  # fmt: skip
 
 
 def _trial_rows(db: Path) -> list[tuple[str, int, str]]:
@@ -134,7 +134,8 @@ def test_tune_killed_after_two_trials_finishes_six_without_repeating_any(tmp_pat
             and (card["method"]["name"], card["tune"]["trial"]) in finished_before}  # fmt: skip
     assert len(kept) == len(finished_before)
 
-    restart = subprocess.run(_command(out), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    # continued with two trials at once (worker processes): the executor is not part of the study
+    restart = subprocess.run(_command(out, "--jobs", "2"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert restart.returncode == 0, restart.stdout + restart.stderr
     cards, db = _check_finished_tune(out)
     # nothing finished before the kill ran again; the trial running at the kill was continued, not redrawn
