@@ -299,9 +299,10 @@ def site(
     from actbench.compare import load_results
     from actbench.leaderboard.site import build_site
 
-    for warning in load_results(results, skip_invalid).warnings:
+    cards = load_results(results, skip_invalid)
+    for warning in cards.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    index = build_site(results, out)
+    index = build_site(results, out, index=cards)
     console.print(f"site written: {index.resolve()}", highlight=False)
 
 
