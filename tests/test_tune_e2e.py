@@ -135,7 +135,8 @@ def test_tune_killed_after_two_trials_finishes_six_without_repeating_any(tmp_pat
     assert len(kept) == len(finished_before)
 
     # continued with two trials at once (worker processes): the executor is not part of the study
-    restart = subprocess.run(_command(out, "--jobs", "2"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    restart = subprocess.run(_command(out, "--jobs", "2"), cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)  # fmt: skip
     assert restart.returncode == 0, restart.stdout + restart.stderr
     cards, db = _check_finished_tune(out)
     # nothing finished before the kill ran again; the trial running at the kill was continued, not redrawn
