@@ -94,3 +94,23 @@ def test_the_front_is_selected_on_validation_and_its_hypervolume_reported_on_bot
     assert summary["hv_test"] == pytest.approx(0.7 * 0.35 + 0.55 * 0.15)
     untested = summarise([Point("ibp", 0, "a", "", (0.6, 0.5), None)])
     assert untested["hv_test"] is None and untested["hv_val"] == pytest.approx(0.3)
+
+
+def test_a_run_two_studies_used_counts_in_both_fronts_on_each_ones_objectives(tmp_path):
+    from actbench.store import SCHEMA_VERSION, read_card, write_card
+    from actbench.tune.fronts import tuned_fronts
+    from actbench.tune.trial import record_trial
+
+    card = {key: value for key, value in CARD.items() if key != "tune"}
+    card.update({"schema": SCHEMA_VERSION, "environment": {}, "track": {**CARD["track"], "preset": "quick"}})
+    write_card(tmp_path, card)
+    first = {"study": "s-cert", "trial": 0, "trials": 4, "objectives": "clean,certified", "params": {"kappa": 0.3}}
+    record_trial(tmp_path, first, (0.8, 0.6))
+    record_trial(tmp_path, {**first, "study": "s-acr", "trial": 2, "objectives": "clean,acr"}, (0.8, 0.7))
+    record_trial(tmp_path, {**first, "study": "s-acr", "trial": 2, "objectives": "clean,acr"}, (0.8, 0.7))  # again
+    tune = read_card(tmp_path)["tune"]
+    assert tune["study"] == "s-cert" and [(r["study"], r["trial"]) for r in tune["also"]] == [("s-acr", 2)]
+    rows = {r["study"]: r for r in tuned_fronts([(str(tmp_path), read_card(tmp_path))], "fashion-mnist")}
+    assert rows["s-cert"]["front"][0]["test"] == [0.5, 0.1]  # certified accuracy at the headline eps
+    assert rows["s-acr"]["front"][0]["test"] == pytest.approx([0.5, 0.2])  # ACR / eps
+    assert rows["s-acr"]["front"][0]["val"] == [0.8, 0.7] and rows["s-acr"]["budget"] == 4

@@ -190,13 +190,14 @@ def report(plan: TunePlan, studies: dict[str, Any]) -> dict[str, Any]:
                 continue
             run_dir = Path(plan.base.out) / plan.track / str(trial.user_attrs.get("run_id"))
             try:
-                point = card_point(read_card(run_dir), run_dir)
+                point = card_point(read_card(run_dir), run_dir, {"objectives": plan.objectives, "trial": trial.number,
+                                                                 "params": trial.params, "values": trial.values})
             except CardError:
                 point = None
             if point is None:  # the card is gone: the study's values still place the trial
                 point = Point(plan.names[method], trial.number, str(trial.user_attrs.get("run_id")), "",
                               (trial.values[0], trial.values[1]), None)  # fmt: skip
-            points.append(dataclasses.replace(point, trial=trial.number, val=(trial.values[0], trial.values[1])))
+            points.append(point)
         finished = sum(t.state.is_finished() for t in trials)
         rows.append({"study": plan.study, "method": plan.names[method], "budget": plan.trials, "finished": finished,
                      "failed": len(failures), "objectives": plan.objectives,

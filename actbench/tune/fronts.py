@@ -13,6 +13,7 @@ Everything here is computed from run cards (their ``tune`` section), so ``actben
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -57,17 +58,27 @@ def point_on_test(card: dict[str, Any], objectives: str,
     return (point if all(math.isfinite(v) for v in point) else None), row["protocol"]
 
 
-def card_point(card: dict[str, Any], run_dir: Path | str = ".") -> Point | None:
-    """The point of a card that has a ``tune`` section (None without one)."""
+def tune_records(card: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every (study, trial) record of a card: its ``tune`` section and the ones in ``tune.also``."""
     tune = card.get("tune")
     if not isinstance(tune, dict):
+        return []
+    return [{k: v for k, v in tune.items() if k != "also"}, *[r for r in tune.get("also", []) if isinstance(r, dict)]]
+
+
+def card_point(card: dict[str, Any], run_dir: Path | str = ".", record: dict[str, Any] | None = None) -> Point | None:
+    """The point of a card for one of its tune records (default: its ``tune`` section; None without one),
+    on that record's objectives."""
+    records = tune_records(card)
+    if record is None and not records:
         return None
-    objectives = tune.get("objectives", "clean,certified")
-    values = tune.get("values")
+    record = record or records[0]
+    objectives = record.get("objectives") or "clean,certified"
+    values = record.get("values")
     val = tuple(values) if values else objective_values(search_view(card), objectives, Path(run_dir))
     test, protocol = point_on_test(card, objectives, run_dir)
-    return Point(card["method"]["name"], int(tune.get("trial", -1)), card["run_id"],
-                 params_label(tune.get("params") or {}), (float(val[0]), float(val[1])), test, protocol)  # fmt: skip
+    return Point(card["method"]["name"], int(record.get("trial", -1)), card["run_id"],
+                 params_label(record.get("params") or {}), (float(val[0]), float(val[1])), test, protocol)  # fmt: skip
 
 
 def summarise(points: Iterable[Point]) -> dict[str, Any]:
@@ -97,19 +108,20 @@ def tuned_fronts(cards: Iterable[tuple[str, dict[str, Any]]], track: str,
     (default: any), so a table never mixes protocols."""
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for run_dir, card in cards:
-        tune = card.get("tune")
-        if not isinstance(tune, dict) or (card.get("track") or {}).get("name") != track:
+        if (card.get("track") or {}).get("name") != track:
             continue
-        point = card_point(card, run_dir)
-        if point is None:
-            continue
-        if protocol is not None and point.protocol not in (None, protocol):
-            point = Point(point.method, point.trial, point.run_id, point.label, point.val, None, point.protocol)
-        key = (str(tune.get("study")), point.method)
-        group = groups.setdefault(key, {"study": key[0], "method": key[1], "budget": 0, "points": [],
-                                        "objectives": tune.get("objectives"), "sampler": tune.get("sampler")})
-        group["budget"] = max(group["budget"], int(tune.get("trials", 0)))
-        group["points"].append(point)
+        for record in tune_records(card):
+            point = card_point(card, run_dir, record)
+            if point is None:
+                continue
+            if protocol is not None and point.protocol not in (None, protocol):
+                point = dataclasses.replace(point, test=None)
+            key = (str(record.get("study")), point.method)
+            group = groups.setdefault(key, {"study": key[0], "method": key[1], "budget": 0, "points": [],
+                                            "objectives": record.get("objectives"),
+                                            "sampler": record.get("sampler")})  # fmt: skip
+            group["budget"] = max(group["budget"], int(record.get("trials") or 0))
+            group["points"].append(point)
     out = []
     for (_, _), group in sorted(groups.items()):
         points = group.pop("points")

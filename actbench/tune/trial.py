@@ -94,13 +94,27 @@ def objective_values(card: dict[str, Any], objectives: str, run_dir: Path | None
     return values
 
 
+ALSO_KEYS = ("study", "trial", "trials", "objectives", "sampler", "params", "values")
+
+
 def record_trial(run_dir: Path, tune: dict[str, Any], values: tuple[float, ...]) -> dict[str, Any]:
-    """Write the ``tune`` section (with the trial's validation ``values``) into the run's card, unless the
-    card already has one (a configuration an earlier trial produced keeps its first record)."""
+    """Write the ``tune`` section (with the trial's validation ``values``) into the run's card.
+
+    A configuration that another trial (of this study or another) already produced keeps that first
+    record as its ``tune`` section; each further (study, trial) that used the run is listed in
+    ``tune.also``, so every study's fronts can be rebuilt from the cards.
+    """
     card = read_card(run_dir)
-    if "tune" not in card:
-        card["tune"] = {**tune, "values": list(values)}
-        write_card(run_dir, card)
+    entry = {**tune, "values": list(values)}
+    first = card.get("tune")
+    if not isinstance(first, dict):
+        card["tune"] = entry
+    else:
+        seen = [first, *first.get("also", [])]
+        if any((r.get("study"), r.get("trial")) == (entry["study"], entry["trial"]) for r in seen):
+            return card
+        first.setdefault("also", []).append({key: entry.get(key) for key in ALSO_KEYS})
+    write_card(run_dir, card)
     return card
 
 
