@@ -1,13 +1,15 @@
 """One trial of a tune: an ordinary run, scored on validation before the test split is ever read.
 
-A trial is :func:`actbench.runner.execute_run` on the sampled hyper-parameters (same run id, card and
-resume rules as ``actbench run``), in two phases:
+A trial is an ``actbench run`` of the sampled hyper-parameters (same run id, card and resume rules), in
+two phases:
 
-1. **search phase**, with the test split sealed (:mod:`actbench.splitguard`): train, select on
-   validation, write the card's ``tune`` section and score the trial from the card's
-   ``selection.validation`` (a view of the card without any certification record);
-2. **certification**: the run's ordinary certification of the test split, once, with the track's
-   protocol; its numbers go into the card and never into the study.
+1. **search phase**, with the test split sealed (:mod:`actbench.splitguard`):
+   :func:`actbench.runner.execute_run` without certification (train, select on validation), then the
+   card's ``tune`` section, and the trial's score from the card's ``selection.validation`` (a view of the
+   card without any certification record);
+2. **certification**: :func:`actbench.runner.certify_track`, the call ``execute_run`` ends with, certifies
+   the test split once with the track's protocol (a failure marks the card failed, as ``run`` does); its
+   numbers go into the card and never into the study.
 
 :func:`run_trial` is an executor task (picklable, module-level): locally, in worker processes or as a
 Ray task. It never raises for a failed run; the failure comes back in its result.
