@@ -184,3 +184,14 @@ def test_two_trials_at_once_in_worker_processes(tmp_path):
         trials = _trials(plan, method)
         assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
         assert len({t.user_attrs["run_id"] for t in trials}) == 2
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "random"])
+def test_the_other_samplers_run_the_same_budget_and_are_recorded(tmp_path, sampler):
+    plan = _plan(tmp_path, trials=4, methods="mtl_ibp", sampler=sampler)
+    summary = _run(plan)
+    assert summary.ok and len(CALLS) == 4 and all(r.tune["sampler"]["name"] == sampler for r in CALLS)
+    trials = _trials(plan, "mtl_ibp")
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert all(0.001 <= t.params["alpha"] <= 1.0 for t in trials)
+    assert json.loads(plan.fronts_path.read_text())["methods"][0]["sampler"]["name"] == sampler
