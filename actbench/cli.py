@@ -13,10 +13,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import actbench
 from actbench.cli_sweep import sweep
+from actbench.cli_tune import tune
 from actbench.config import format_eps, parse_override
 from actbench.errors import ActbenchError
 
@@ -67,7 +69,7 @@ def main() -> None:
     except ActbenchError as exc:
         if _STATE["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt as exc:
         run_dir = getattr(exc, "run_dir", None)
@@ -128,6 +130,10 @@ def run(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a method hyper-parameter: key=value (repeatable).")
     ] = None,
+    track_set: Annotated[
+        list[str] | None, typer.Option("--track-set", help="Change a training setting of the track for this run: "
+                                       "lr=... or ramp_epochs=... (what `actbench tune` searches; repeatable).")
+    ] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the interrupted run in this folder.")] = None,
     force: Annotated[bool, typer.Option(help="Start over even if this run already exists.")] = False,
     run_id: Annotated[str | None, typer.Option(help="Name of the run folder (default: derived from config).")] = None,
@@ -157,7 +163,7 @@ def run(
             method=method, track=dataset, preset=preset, seed=seed, epochs=epochs, budget=budget,
             overrides=overrides, device=device, out=out, data_dir=data_dir, run_id=run_id,
             train_subset=train_subset, certify_samples=samples, certify=certify, force=force, progress=not quiet,
-            recipe=recipe,
+            recipe=recipe, track_settings=dict(parse_override(item) for item in track_set or []),
             command=shlex.join(["actbench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else None,
         )  # fmt: skip
     request.notify = lambda text: err_console.print(text, highlight=False, soft_wrap=True)
@@ -173,6 +179,7 @@ def run(
 
 
 app.command()(sweep)
+app.command()(tune)
 
 
 @app.command()

@@ -55,6 +55,13 @@ class ResourceLimit(ActbenchError):
     """A computation refused because it would exceed a memory or time limit."""
 
 
+class SplitSealed(ActbenchError):
+    """A data split was read while it was sealed (``actbench.splitguard``): a search touched the test split.
+
+    Like :class:`SoundnessError`, this is never the user's fault: it means a bug in the search.
+    """
+
+
 class SoundnessError(ActbenchError):
     """An internal consistency check failed: a certificate contradicts an attack.
 

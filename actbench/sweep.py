@@ -323,6 +323,11 @@ def run_one(request: RunRequest, threads: int | None = None, ray_worker: bool = 
     return RunResult(request, outcome.run_dir, status, 1, time.monotonic() - start)
 
 
+def run_one_in_ray(request: RunRequest, threads: int | None = None) -> RunResult:
+    """:func:`run_one` as a Ray task: the run uses the GPU Ray assigned its worker, or the CPU."""
+    return run_one(request, threads, ray_worker=True)
+
+
 def assigned_device(device: str, gpu_ids: list[int | str] | None, cuda_available: bool, cuda_count: int) -> str:
     """The device a run uses given the GPUs Ray assigned its worker (``gpu_ids``; None outside Ray).
 
@@ -509,7 +514,11 @@ def _with_retries(backend: _Backend, todo: list[RunRequest]) -> Iterator[RunResu
 
 
 class _Backend:
-    """Submits runs and hands back their results as they finish."""
+    """Submits runs and hands back their results as they finish.
+
+    ``task(request, threads)`` runs one request and returns its :class:`RunResult` (default
+    :func:`run_one`; ``actbench tune`` passes its trial task): a picklable, module-level function.
+    """
 
     def submit(self, request: RunRequest) -> None:
         raise NotImplementedError
@@ -527,8 +536,9 @@ class _Backend:
 class _InlineBackend(_Backend):
     """Sequential, in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, task: Callable[..., RunResult] = run_one) -> None:
         self.queue: list[RunRequest] = []
+        self.task = task
 
     def submit(self, request: RunRequest) -> None:
         self.queue.append(request)
@@ -538,22 +548,23 @@ class _InlineBackend(_Backend):
 
     def finished(self) -> list[RunResult]:
         request = self.queue.pop(0)
-        return [run_one(request)]
+        return [self.task(request)]
 
 
 class _PoolBackend(_Backend):
     """``jobs`` spawned worker processes, each with ``cores // jobs`` torch threads."""
 
-    def __init__(self, jobs: int, num_cpus: int | None) -> None:
+    def __init__(self, jobs: int, num_cpus: int | None, task: Callable[..., RunResult] = run_one) -> None:
         import multiprocessing
 
         threads = max(1, (num_cpus or os.cpu_count() or 1) // jobs)
         self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_init_worker, initargs=(threads,))  # fmt: skip
         self.futures: dict[Future, RunRequest] = {}
+        self.task = task
 
     def submit(self, request: RunRequest) -> None:
-        self.futures[self.pool.submit(run_one, request)] = request
+        self.futures[self.pool.submit(self.task, request)] = request
 
     def pending(self) -> bool:
         return bool(self.futures)
@@ -623,7 +634,13 @@ def probe_address(address: str, timeout: float = CONNECT_TIMEOUT) -> str:
 class _RayBackend(_Backend):
     """One Ray task per run, on a cluster (``address``) or a local Ray instance started here."""
 
-    def __init__(self, address: str | None, num_cpus: int | None, jobs: int, devices: set[str] | None = None) -> None:
+    def __init__(self, address: str | None, num_cpus: int | None, jobs: int, devices: set[str] | None = None,
+                 task: Callable[..., RunResult] | None = None, gpu: bool | None = None) -> None:
+        """``devices``: the requests' devices (one GPU per task when the cluster has GPUs and a run may use
+        one); ``gpu`` says the same for callers without requests (True: may use a GPU)."""
+        if devices is None:
+            devices = {"cpu"} if gpu is False else {"auto"}
+        task = task or run_one_in_ray
         ray = ray_module()
         self.ray = ray
         self.started = False
@@ -640,15 +657,15 @@ class _RayBackend(_Backend):
                          logging_level="warning")  # fmt: skip
                 self.started = True
         try:
-            threads, gpus = ray_task_resources(ray.cluster_resources(), devices or {"auto"}, jobs, not address)
+            threads, gpus = ray_task_resources(ray.cluster_resources(), devices, jobs, not address)
         except ActbenchError:
             self.close()
             raise
-        self.remote = ray.remote(run_one).options(num_cpus=threads, num_gpus=gpus, max_retries=0)
+        self.remote = ray.remote(task).options(num_cpus=threads, num_gpus=gpus, max_retries=0)
         self.threads = threads
 
     def submit(self, request: RunRequest) -> None:
-        self.refs[self.remote.remote(request, self.threads, True)] = request
+        self.refs[self.remote.remote(request, self.threads)] = request
 
     def pending(self) -> bool:
         return bool(self.refs)
