@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import nn
 
-from actbench.config import load_track, parse_eps
+from actbench.config import load_track, parse_eps, parse_eps_grid
 from actbench.errors import ActbenchError, InvalidConfig, InvalidFile, InvalidInput
 from actbench.interop.files import resolve, sha256
 from actbench.store import RADII_FILE, SCHEMA_VERSION, read_card, utc_now, write_card
@@ -149,6 +149,14 @@ def certify_external(
     from actbench.runner import environment
 
     spec = submission_track(track, eps)
+    # --samples and --eps-grid become the entry's protocol, so re-certifying the folder repeats them
+    if certify_options.get("samples") is not None:
+        samples = certify_options.pop("samples")
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise InvalidConfig(f"samples must be a positive number of test samples, got {samples!r}")
+        spec = dataclasses.replace(spec, certify_samples=samples)
+    if certify_options.get("eps_grid") is not None:
+        spec = dataclasses.replace(spec, eps_grid=tuple(parse_eps_grid(certify_options.pop("eps_grid"))))
     claimed = parse_claims(claims)
     source = resolve(model_file, "model")
     kind = _kind(source)

@@ -133,7 +133,7 @@ def relaxation_vertex(problem: Problem, rows: torch.Tensor, lower: torch.Tensor,
     dispatcher re-checks it in float64.
     """
     for k in torch.argsort(rows).tolist():
-        if float(rows[k]) > 0:
+        if float(rows[k].detach()) > 0:
             break
         grads = torch.autograd.grad(rows[k], (lower, upper), retain_graph=True, allow_unused=True)
         slope = sum(g for g in grads if g is not None)
