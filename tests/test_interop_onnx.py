@@ -208,3 +208,29 @@ def test_a_wrong_import_is_caught_by_the_onnxruntime_check(tmp_path):
         net.model[2].bias.add_(0.01)  # as if the importer had mistranslated one bias
     with pytest.raises(UnsupportedLayer, match="differs from onnxruntime"):
         check_onnxruntime(net, path.read_bytes())
+
+
+def test_maxpool_imports_exports_and_matches_onnxruntime(tmp_path):
+    rng = np.random.default_rng(3)
+    f = np.float32
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["p"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["q"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["q"], ["g"]),
+        helper.make_node("Gemm", ["g", "fw"], ["y"], transB=1),
+    ]
+    inits = {"w": rng.normal(size=(2, 1, 3, 3)).astype(f), "fw": rng.normal(size=(3, 8)).astype(f)}
+    x = rng.random((3, 1, 8, 8)).astype(f)
+    net = _check(onnx_model(nodes, inits, ["N", 1, 8, 8], ["N", 3]), tmp_path, x)
+    assert [type(m) for m in net.model].count(nn.MaxPool2d) == 2
+    again = load_onnx(export_onnx(net.model, (1, 8, 8), tmp_path / "again.onnx"))
+    np.testing.assert_allclose(_ours(again, x), _ort(tmp_path / "m.onnx", x), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        for method in ("ibp", "crown-ibp", "crown"):
+            a = margin_bounds(net.model.double(), torch.from_numpy(x).double(), torch.tensor([0, 1, 2]), 0.05,
+                              method=method).lower  # fmt: skip
+            b = margin_bounds(again.model.double(), torch.from_numpy(x).double(), torch.tensor([0, 1, 2]), 0.05,
+                              method=method).lower  # fmt: skip
+            assert torch.equal(a, b)
