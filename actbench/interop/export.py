@@ -61,7 +61,13 @@ def export_run(run_dir: str | Path, onnx: str | Path | None = None, vnnlib: str 
         raise InvalidConfig("nothing to export: give --onnx FILE and/or --vnnlib DIR")
     run_dir = Path(run_dir)
     card = read_card(run_dir)
-    model, meta = load_model(run_dir / card.get("files", {}).get("model", MODEL_FILE))
+    model_file = run_dir / card.get("files", {}).get("model", MODEL_FILE)
+    if model_file.suffix == ".onnx":  # an external entry: its network as adapted to the dataset's images
+        from actbench.interop.external import load_submission
+
+        model, meta = load_submission(model_file, card["track"]["dataset"])
+    else:
+        model, meta = load_model(model_file)
     in_shape = tuple(meta["in_shape"])
     result = ExportResult()
     split = None

@@ -291,7 +291,7 @@ def verify_property(net: OnnxNetwork, prop: RobustnessProperty, verifiers: Seque
             raise ActbenchError(f"verifier {name!r} returned {outcome.answer!r}; expected unsat, sat or unknown")
     verdict.seconds = time.monotonic() - start
     late = timeout is not None and verdict.seconds > timeout
-    if verdict.answer == "unknown" and cut or verdict.answer != "unknown" and late:
+    if (verdict.answer == "unknown" and cut) or (verdict.answer != "unknown" and late):
         if late and verdict.answer != "unknown":
             verdict.notes.append(f"{verdict.answer} found after the time limit of {timeout:g} s")
         verdict.answer = "timeout"
