@@ -173,13 +173,24 @@ class Track:
 
     def with_quick(self) -> Track:
         """The ``--preset quick`` version: fewer epochs / samples, same eps and model."""
-        changes = dict(self.quick)
-        if "budget" in changes:
+        return self.with_changes(self.quick, "the quick preset")
+
+    def with_changes(self, changes: dict[str, Any], where: str) -> Track:
+        """This track with some settings replaced (TOML values: a budget string, lists for tuples)."""
+        names = {f.name for f in dataclasses.fields(Track)}
+        unknown = set(changes) - names
+        if unknown:
+            raise InvalidConfig(f"{where}: unknown track settings {sorted(unknown)}")
+        changes = dict(changes)
+        if "budget" in changes and not isinstance(changes["budget"], Budget):
             changes["budget"] = Budget.parse(changes["budget"])
         for key in ("eps_test", "eps_grid", "certify_verifiers", "lr_milestones"):
             if key in changes:
                 changes[key] = tuple(changes[key])
-        return dataclasses.replace(self, **changes)
+        try:
+            return dataclasses.replace(self, **changes)
+        except TypeError as exc:
+            raise InvalidConfig(f"{where}: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
