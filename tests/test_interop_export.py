@@ -40,12 +40,12 @@ def _single_thread():
         yield
 
 
-def _protocol_run(run_dir):
+def _protocol_run(run_dir, attack: bool = True):
     """A trained mlp run whose card carries exactly the protocol ``certify --model --eps 0.02`` derives."""
     make_run(run_dir, samples=SAMPLES)
     card = read_card(run_dir)
     card["track"] = {**submission_track("fashion-mnist", EPS).to_dict(), "preset": "full",
-                     "certify_samples": SAMPLES}  # fmt: skip
+                     "certify_samples": SAMPLES, "attack": attack}  # fmt: skip
     write_card(run_dir, card)
     return run_dir
 
@@ -81,8 +81,8 @@ def test_vnnlib_round_trip_gives_the_box_margin_bounds_uses(tmp_path):
 def test_exported_benchmark_verifies_consistently_with_the_runs_radii(tmp_path):
     run = make_run(tmp_path / "run", samples=SAMPLES)
     with one_thread():
-        certify_run(run, verifier="crown-ibp", progress=False, samples=8, attack_settings=FAST_ATTACK)
-    radii = pd.read_parquet(run / "radii.parquet")
+        card = certify_run(run, verifier="crown-ibp", progress=False, samples=8, attack_settings=FAST_ATTACK)
+    radii = pd.read_parquet(run / card["certifications"][-1]["radii"])
     export_run(run, vnnlib=tmp_path / "bench", samples=8, eps=EPS)
     results = run_instances(tmp_path / "bench" / "instances.csv", tmp_path / "out", ["crown-ibp", "pgd"])
     for i, r in enumerate(results):
@@ -95,6 +95,7 @@ def test_exported_benchmark_verifies_consistently_with_the_runs_radii(tmp_path):
     assert {r.verdict.answer for r in results} >= {"unsat", "sat"}
 
 
+@pytest.mark.slow
 def test_certify_model_reproduces_the_runs_certified_numbers_exactly(tmp_path):
     run = _protocol_run(tmp_path / "results" / "fashion-mnist" / "run")
     own = certify_run(run, progress=False)
@@ -106,7 +107,7 @@ def test_certify_model_reproduces_the_runs_certified_numbers_exactly(tmp_path):
     assert out.returncode == 0, out.stderr
     card = read_card(tmp_path / "results" / "fashion-mnist" / "sub")
     assert card["source"] == "external" and card["status"] == "complete"
-    assert card["submission"]["claimed"] == {"clean_accuracy": 0.9} and len(card["submission"]["sha256"]) == 64
+    assert card["external"]["claimed"] == {"clean_accuracy": 0.9} and len(card["external"]["sha256"]) == 64
     assert card["metrics"] == own["metrics"]
     pd.testing.assert_frame_equal(pd.read_parquet(run / "radii.parquet"),
                                   pd.read_parquet(tmp_path / "results" / "fashion-mnist" / "sub" / "radii.parquet"))
@@ -120,13 +121,16 @@ def test_certify_model_reproduces_the_runs_certified_numbers_exactly(tmp_path):
 
 
 def test_certify_model_accepts_an_actbench_checkpoint(tmp_path):
-    run = _protocol_run(tmp_path / "results" / "fashion-mnist" / "run")
-    own = certify_run(run, progress=False, attack_settings=FAST_ATTACK)
+    run = _protocol_run(tmp_path / "results" / "fashion-mnist" / "run", attack=False)
+    own = certify_run(run, progress=False, attack=False)
+    assert own["status"] == "complete"
     shutil.copy(run / "model.pt", tmp_path / "mine.pt")
     run_dir, card = certify_external(tmp_path / "mine.pt", "fashion-mnist", eps=EPS, out=tmp_path / "results",
-                                     samples=SAMPLES, progress=False, attack_settings=FAST_ATTACK)  # fmt: skip
+                                     samples=SAMPLES, progress=False, attack=False)  # fmt: skip
     assert run_dir.name.startswith("mine-") and card["model"]["format"] == "actbench"
-    assert card["metrics"] == own["metrics"]
+    assert card["metrics"] == own["metrics"] and card["status"] == "complete"
+    with pytest.raises(InvalidConfig, match="track's protocol"):
+        certify_external(tmp_path / "mine.pt", "fashion-mnist", out=tmp_path / "other", dtype="float32")
     with pytest.raises(ActbenchError, match="already exists"):
         certify_external(tmp_path / "mine.pt", "fashion-mnist", eps=EPS, out=tmp_path / "results")
 

@@ -1,10 +1,15 @@
 """External submissions: certify a model trained anywhere under a track's protocol (``certify --model``).
 
 The model (ONNX, or an actbench ``model.pt`` checkpoint) is copied into a new run folder with a card that
-says ``"source": "external"``, the file's SHA-256 and the submitter's claimed numbers; then the ordinary
-certification of a run (:func:`actbench.certify.run.certify_run`) certifies it with the track's settings
-and writes the metrics, exactly as for actbench's own runs. So the entry is an ordinary card that compare
-and the leaderboard read like any other.
+says ``"source": "external"``, with ``"external": {"file", "sha256", "claimed"}`` (the file's SHA-256 is its
+configuration identity); then the ordinary certification of a run (:func:`actbench.certify.run.certify_run`)
+certifies it and writes the metrics, exactly as for actbench's own runs. So the entry is an ordinary card
+that compare and the leaderboard read like any other.
+
+The headline of an entry is always its track's protocol: ``--samples``, ``--eps-grid``, ``--verifier``,
+``--no-attack`` and ``--eps`` are written into the entry's track (and so into its protocol); settings that
+make a protocol unsound or unchecked against the track (float32, a time limit, other attack settings) are
+refused for submissions.
 
 Nothing is written for bad input: the track, eps, name, model file and its fit to the dataset are checked
 first, and the run folder is assembled in a staging folder that is renamed into place only once the
@@ -27,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from actbench.config import load_track, parse_eps, parse_eps_grid
@@ -149,14 +155,23 @@ def certify_external(
     from actbench.runner import environment
 
     spec = submission_track(track, eps)
-    # --samples and --eps-grid become the entry's protocol, so re-certifying the folder repeats them
+    for key, default in (("dtype", "float64"), ("max_seconds", None), ("attack_settings", None)):
+        if certify_options.get(key, default) not in (default, torch.float64 if key == "dtype" else default):
+            raise InvalidConfig(f"an external entry is certified under its track's protocol (float64, no time "
+                                f"limit, the standard attack); {key}={certify_options[key]!r} is not allowed")
+    # these become the entry's track protocol, so that re-certifying the folder repeats them
+    verifier = certify_options.get("verifier", "cascade")
+    if verifier != "cascade":
+        spec = dataclasses.replace(spec, certify_verifiers=(verifier,))
+    if certify_options.get("attack") is False:
+        spec = dataclasses.replace(spec, attack=False)
     if certify_options.get("samples") is not None:
         samples = certify_options.pop("samples")
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise InvalidConfig(f"samples must be a positive number of test samples, got {samples!r}")
         spec = dataclasses.replace(spec, certify_samples=samples)
     if certify_options.get("eps_grid") is not None:
-        spec = dataclasses.replace(spec, eps_grid=tuple(parse_eps_grid(certify_options.pop("eps_grid"))))
+        spec = dataclasses.replace(spec, eps_grid=tuple(sorted(parse_eps_grid(certify_options.pop("eps_grid")))))
     claimed = parse_claims(claims)
     source = resolve(model_file, "model")
     kind = _kind(source)
@@ -188,18 +203,20 @@ def certify_external(
             "created": utc_now(),
             "command": command or f"actbench certify --model {source} --dataset {spec.name}",
             "track": {**spec.to_dict(), "preset": "full"},
+            "recipe": {"name": "external", "source": str(source.name), "track": {}},
             "method": {"name": name, "title": f"external submission ({source.name})", "objective": "external",
                        "key_param": None, "params": {}, "spec": None},  # fmt: skip
             "model": {"name": "external", "format": kind, "parameters": sum(p.numel() for p in model.parameters())},
             "seed": 0,
             "data": {"dataset": spec.dataset},
             "budget": {"limit": {}, "used": {}},  # trained elsewhere: unknown
-            "submission": {"file": source.name, "sha256": digest, "claimed": claimed},
+            "external": {"file": source.name, "sha256": digest, "claimed": claimed},
             "environment": environment(device),
             "files": {"model": model_name, "radii": RADII_FILE},
         }
         write_card(stage, card)
-        certify_run(stage, device=device, **certify_options)
+        if certify_run(stage, device=device, **certify_options)["status"] != "complete":
+            raise ActbenchError(f"{name}: the certification was not under the entry's track protocol")
         if run_dir.exists():
             shutil.rmtree(run_dir)
         stage.rename(run_dir)
