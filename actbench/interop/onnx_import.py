@@ -496,8 +496,9 @@ def check_onnxruntime(net: OnnxNetwork, data: bytes, samples: int = 4, seed: int
     session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
     np_dtype = np.float64 if net.dtype == torch.float64 else np.float32
+    batch = net.batch or samples  # a file may fix its batch size
+    samples = max(samples // batch, 1) * batch
     x = rng.random((samples, *net.input_shape)).astype(np_dtype)
-    batch = 1 if net.batch == 1 else samples
     ref = np.concatenate([session.run(None, {net.input_name: x[i:i + batch]})[0].reshape(batch, -1)
                           for i in range(0, samples, batch)])  # fmt: skip
     with torch.no_grad():
