@@ -33,7 +33,7 @@ def verify(
     instances: Annotated[
         Path | None, typer.Option(help="Run a whole benchmark: an instances.csv (VNN-COMP layout).")
     ] = None,
-    verifier: Annotated[str, typer.Option(help=VERIFIER_HELP)] = "ibp,crown-ibp,pgd,crown",
+    verifier: Annotated[str, typer.Option(help=VERIFIER_HELP)] = "ibp,crown-ibp,crown,pgd",
     timeout: Annotated[
         float | None, typer.Option(help="Seconds per instance (default: none; with --instances the CSV's).")
     ] = None,

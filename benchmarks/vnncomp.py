@@ -8,7 +8,7 @@ counterexamples exist. An ``unsat`` of ours where a valid counterexample exists 
 flagged and the script exits with status 1. Tools' own contradictions are listed too (published answers
 are data, not ground truth).
 
-Run: ``.venv/bin/python benchmarks/vnncomp.py [--benchmark DIR] [--timeout 120] [--verifier ibp,crown-ibp,pgd,crown]``
+Run: ``.venv/bin/python benchmarks/vnncomp.py [--benchmark DIR] [--timeout 120] [--verifier ibp,crown-ibp,crown,pgd]``
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--benchmark", type=Path, default=DEFAULT, help="folder with instances.csv")
     parser.add_argument("--results", type=Path, default=None, help="published results (default: ../../results)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per instance (default: the CSV's)")
-    parser.add_argument("--verifier", default="ibp,crown-ibp,pgd,crown")
+    parser.add_argument("--verifier", default="ibp,crown-ibp,crown,pgd")
     parser.add_argument("--out", type=Path, default=Path("vnncomp-results"))
     args = parser.parse_args()
     folder = args.benchmark
