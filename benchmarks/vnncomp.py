@@ -133,10 +133,11 @@ def main() -> int:
     print("\nsummary (unsat / sat / other):")
     print(f"  {'actbench':<18} {counts['unsat']:>3} / {counts['sat']:>3} / "
           f"{len(instances) - counts['unsat'] - counts['sat']:>3}")  # fmt: skip
+    keys = {_key(inst.onnx, inst.vnnlib) for inst in instances}  # published files also list test instances
     for tool in names:
-        c = Counter(tools[tool].values())
+        c = Counter(tools[tool].get(k, "-") for k in keys)
         wrong = f"   ({tool_wrong[tool]} unsat answers contradict valid counterexamples)" if tool_wrong[tool] else ""
-        print(f"  {tool:<18} {c['unsat']:>3} / {c['sat']:>3} / {len(tools[tool]) - c['unsat'] - c['sat']:>3}{wrong}")
+        print(f"  {tool:<18} {c['unsat']:>3} / {c['sat']:>3} / {len(keys) - c['unsat'] - c['sat']:>3}{wrong}")
     if contradictions:
         print(f"\nSOUNDNESS BUG: {len(contradictions)} answers of actbench contradict the counterexamples:")
         for key, good in contradictions:
