@@ -56,6 +56,9 @@ def _main(
     ] = False,
 ) -> None:
     _STATE["debug"] = debug
+    from actbench.bounds.allocator import tune_allocator
+
+    tune_allocator()  # keep freed memory in the process: large tensors page-fault less (bounds/allocator.py)
 
 
 def main() -> None:
@@ -313,9 +316,10 @@ def site(
     from actbench.compare import load_results
     from actbench.leaderboard.site import build_site
 
-    for warning in load_results(results, skip_invalid).warnings:
+    cards = load_results(results, skip_invalid)
+    for warning in cards.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    index = build_site(results, out)
+    index = build_site(results, out, index=cards)
     console.print(f"site written: {index.resolve()}", highlight=False)
 
 

@@ -16,8 +16,6 @@ every non-linear layer's input, in forward order) a MaxPool layer contributes it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,14 +76,10 @@ def post(layer: MaxPoolLayer, lower: torch.Tensor, upper: torch.Tensor) -> tuple
     return centre, hi - centre
 
 
-@dataclass
-class Relaxation:
-    """Per output: the flat (padded) input index ``i*``, whether the window is decided, and ``max u``."""
-
-    index: torch.Tensor  # [B, C, L] int64 into the padded H_p * W_p plane
-    decided: torch.Tensor  # [B, C, Ho, Wo] bool
-    upper: torch.Tensor  # [B, C, Ho, Wo]
-    padded: tuple[int, int]  # H_p, W_p
+Relaxation = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""Per output: the flat input index ``i*`` into the padded ``H_p * W_p`` plane (``[B, C, L]`` int64),
+whether the window is decided (``[B, C, Ho, Wo]`` bool) and ``max u`` (``[B, C, Ho, Wo]``): batch-first
+tensors, so the CROWN pass can slice them by samples like the ReLU relaxations."""
 
 
 def _windows(layer: MaxPoolLayer, t: torch.Tensor) -> torch.Tensor:
@@ -106,14 +100,13 @@ def relaxation(layer: MaxPoolLayer, lower: torch.Tensor, upper: torch.Tensor) ->
     others = uw.scatter(1, best, -torch.inf).amax(dim=1)
     decided = (best_lower >= others).view(b, c, out_h, out_w)
     u_max = uw.amax(dim=1).view(b, c, out_h, out_w)
-    ph, pw = layer.padding
-    hp, wp = h + 2 * ph, w + 2 * pw
+    wp = w + 2 * layer.padding[1]
     local = best.squeeze(1)
     kh, kw = local // layer.kernel[1], local % layer.kernel[1]
     oh = torch.arange(out_h, device=lower.device).repeat_interleave(out_w) * layer.stride[0]
     ow = torch.arange(out_w, device=lower.device).repeat(out_h) * layer.stride[1]
     index = ((oh + kh) * wp + (ow + kw)).view(b, c, out_h * out_w)
-    return Relaxation(index, decided, u_max, (hp, wp))
+    return index, decided, u_max
 
 
 def backward(layer: MaxPoolLayer, A: torch.Tensor, relax: Relaxation) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,15 +114,15 @@ def backward(layer: MaxPoolLayer, A: torch.Tensor, relax: Relaxation) -> tuple[t
 
     Rows use the lower line ``y >= x_{i*}`` where ``A >= 0`` and the upper line where ``A < 0``.
     """
+    index, decided, u_max = relax
     b, s, c = A.shape[:3]
     negative = A.clamp(max=0)
-    coef = A.clamp(min=0) + negative * relax.decided.unsqueeze(1)
-    undecided_upper = torch.where(relax.decided, torch.zeros_like(relax.upper), relax.upper)
+    coef = A.clamp(min=0) + negative * decided.unsqueeze(1)
+    undecided_upper = torch.where(decided, torch.zeros_like(u_max), u_max)
     const = (negative * undecided_upper.unsqueeze(1)).flatten(2).sum(-1)
-    hp, wp = relax.padded
-    out = A.new_zeros(b, s, c, hp * wp)
-    index = relax.index.unsqueeze(1).expand(b, s, c, relax.index.shape[-1])
-    out.scatter_add_(3, index, coef.flatten(3))
     ph, pw = layer.padding
-    h, w = hp - 2 * ph, wp - 2 * pw
+    h, w = layer.in_shape[1:]
+    hp, wp = h + 2 * ph, w + 2 * pw
+    out = A.new_zeros(b, s, c, hp * wp)
+    out.scatter_add_(3, index.unsqueeze(1).expand(b, s, c, index.shape[-1]), coef.reshape(b, s, c, -1))
     return out.view(b, s, c, hp, wp)[..., ph:ph + h, pw:pw + w], const
