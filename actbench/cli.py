@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import actbench
+from actbench.cli_interop import export, verify
 from actbench.cli_sweep import sweep
 from actbench.cli_tune import tune
 from actbench.config import format_eps, parse_override
@@ -180,6 +181,8 @@ def run(
 
 app.command()(sweep)
 app.command()(tune)
+app.command()(verify)
+app.command()(export)
 
 
 @app.command()
@@ -233,7 +236,7 @@ def methods() -> None:
 
 @app.command()
 def certify(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder (results/<track>/<run-id>).")],
+    run_dir: Annotated[Path | None, typer.Argument(help="A run folder (results/<track>/<run-id>).")] = None,
     verifier: Annotated[str, typer.Option(help="ibp, crown-ibp, crown, or cascade (cheap first).")] = "cascade",
     eps_grid: Annotated[str | None, typer.Option(help="start:stop:count (e.g. 0:0.2:21) or a list 0.1,8/255.")] = None,
     samples: Annotated[int | None, typer.Option(help="Certify only the first N test samples.")] = None,
@@ -243,13 +246,31 @@ def certify(
     data_dir: Annotated[str | None, typer.Option(help="Folder with dataset files.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    model: Annotated[Path | None, typer.Option(help="Instead of RUN_DIR: an external model, .onnx or .pt.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "--track", help="With --model: the track.")] = None,
+    eps: Annotated[str | None, typer.Option(help="With --model: the eps cap (default: the track's).")] = None,
+    name: Annotated[str | None, typer.Option(help="With --model: the entry's name (its run folder).")] = None,
+    claim: Annotated[list[str] | None, typer.Option(help="With --model: a claimed number, key=value.")] = None,
+    out: Annotated[Path, typer.Option(help="With --model: the results folder.")] = Path("results"),
+    force: Annotated[bool, typer.Option(help="With --model: replace an entry of the same name.")] = False,
 ) -> None:
-    """(Re-)certify a trained run: per-sample radii, ACR, certified accuracy over an eps grid."""
+    """(Re-)certify a trained run, or with --model an external one: per-sample radii, ACR, certified accuracy."""
     from actbench.certify.run import certify_run
     from actbench.config import parse_eps_grid
     from actbench.runner import resolve_device
 
     grid = parse_eps_grid(eps_grid) if eps_grid is not None else None
+    if model is not None or run_dir is None:
+        from actbench.cli_interop import certify_model
+
+        if model is None or run_dir is not None:
+            raise ActbenchError("give a run folder, or --model FILE --dataset D (not both)")
+        run_dir, card = certify_model(
+            model, dataset, eps, name, claim, out, force, verifier=verifier, eps_grid=grid, samples=samples,
+            attack=attack, dtype=dtype, max_seconds=max_seconds, data_dir=data_dir, device=resolve_device(device),
+            progress=not quiet,
+        )  # fmt: skip
+        return print_run_summary(card, run_dir)
     card = certify_run(
         run_dir, verifier=verifier, eps_grid=grid, samples=samples, attack=attack, dtype=dtype,
         max_seconds=max_seconds, data_dir=data_dir, device=resolve_device(device), progress=not quiet,

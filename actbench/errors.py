@@ -67,3 +67,7 @@ class SoundnessError(ActbenchError):
 
     This is never the user's fault; it means a bug in a verifier and must be reported.
     """
+
+
+class InvalidFile(ActbenchError):
+    """A model or property file (ONNX, VNN-LIB, counterexample, instances.csv) that is missing or malformed."""

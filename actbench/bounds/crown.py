@@ -18,7 +18,8 @@ import math
 
 import torch
 
-from actbench.bounds import ibp
+from actbench.bounds import ibp, maxpool
+from actbench.bounds.maxpool import NONLINEAR, MaxPoolLayer
 from actbench.bounds.network import Layer, ReLULayer, Shape
 from actbench.errors import ResourceLimit
 
@@ -44,6 +45,13 @@ def relaxation(lower: torch.Tensor, upper: torch.Tensor) -> Relaxation:
     up_icpt = (neg * pos).div_(denom).neg_()
     lo_slope = (upper.detach() + lower.detach()).gt_(0)  # 1.0 where u > -l, 0.0 elsewhere
     return lo_slope, up_slope, up_icpt
+
+
+def relaxations_of(layers: list[Layer], bounds: list[Interval]) -> list:
+    """The relaxation of each non-linear layer (ReLU or MaxPool, in order) on its input bounds."""
+    kinds = [layer for layer in layers if isinstance(layer, NONLINEAR)]
+    return [maxpool.relaxation(layer, *b) if isinstance(layer, MaxPoolLayer) else relaxation(*b)
+            for layer, b in zip(kinds, bounds, strict=False)]  # fmt: skip
 
 
 def _channels_last(A: torch.Tensor) -> bool:
@@ -101,7 +109,11 @@ def _backward_chunk(layers: list[Layer], A: torch.Tensor, relaxations: list[Rela
     k = len(relaxations)
     callers = A.untyped_storage().data_ptr()  # the caller's rows are never modified in place
     for layer in reversed(layers):
-        if isinstance(layer, ReLULayer):
+        if isinstance(layer, MaxPoolLayer):
+            k -= 1
+            A, term = maxpool.backward(layer, A, relaxations[k])
+            const = const + term
+        elif isinstance(layer, ReLULayer):
             k -= 1
             owned = A.untyped_storage().data_ptr() != callers
             A, const = _relu_step(A, relaxations[k], const, inplace and owned)
@@ -126,7 +138,7 @@ def backward_lower(layers: list[Layer], A: torch.Tensor, relu_bounds: list[Inter
     """
     stop = len(layers) if stop is None else stop
     layers = layers[:stop]
-    k = sum(isinstance(layer, ReLULayer) for layer in layers)
+    k = sum(isinstance(layer, NONLINEAR) for layer in layers)
     given = relaxations is not None
     parts = relaxations[:k] if given else relu_bounds[:k]
     inplace = not torch.is_grad_enabled() or not (
@@ -138,7 +150,7 @@ def backward_lower(layers: list[Layer], A: torch.Tensor, relu_bounds: list[Inter
     for start in range(0, batch, rows):  # the relaxations are formed per chunk, while its bounds are in cache
         part = slice(start, start + rows)
         sliced = [tuple(_batch_slice(t, part, batch) for t in r) for r in parts]
-        relax = sliced if given else [relaxation(*b) for b in sliced]
+        relax = sliced if given else relaxations_of(layers, sliced)
         out.append(_backward_chunk(layers, A[part], relax, _batch_slice(xl, part, batch),
                                    _batch_slice(xu, part, batch), inplace))
     return out[0] if len(out) == 1 else torch.cat(out)
@@ -152,7 +164,7 @@ def _exact_by_ibp(layers: list[Layer], stop: int) -> bool:
 def _check_memory(layers: list[Layer], shapes: list[Shape], relu_bounds: list[Interval], spec_rows: int,
                   batch: int, itemsize: int, max_memory: float) -> None:
     """Refuse (ResourceLimit) when the largest A matrix of full CROWN would exceed ``max_memory`` bytes."""
-    positions = [i for i, layer in enumerate(layers) if isinstance(layer, ReLULayer)]
+    positions = [i for i, layer in enumerate(layers) if isinstance(layer, NONLINEAR)]
     worst, where = batch * spec_rows * max(math.prod(s) for s in shapes) * itemsize, "the output"
     for (lower, upper), pos in zip(relu_bounds, positions, strict=True):
         if _exact_by_ibp(layers, pos):
@@ -181,7 +193,7 @@ def _refine(layers: list[Layer], pos: int, bounds: Interval, relu_bounds: list[I
     order = torch.argsort(unstable.to(torch.int8), dim=1, descending=True, stable=True)[:, :m]
     width = max(math.prod(s) for s in shapes[: pos + 1])
     rows = max(1, CHUNK_MEMORY // (2 * batch * width * lower.element_size()))
-    relaxations = [relaxation(*b) for b in relu_bounds]
+    relaxations = relaxations_of(layers, relu_bounds)
     new_lower, new_upper = lower, upper
     for start in range(0, m, rows):
         idx = order[:, start:start + rows]
@@ -204,12 +216,13 @@ def crown_lower(layers: list[Layer], spec: torch.Tensor, ibp_bounds: list[Interv
     Returns the margin lower bounds and the final ReLU bounds.
     """
     _check_memory(layers, shapes, ibp_bounds, spec.shape[1], xl.shape[0], xl.element_size(), max_memory)
-    positions = [i for i, layer in enumerate(layers) if isinstance(layer, ReLULayer)]
+    positions = [i for i, layer in enumerate(layers) if isinstance(layer, NONLINEAR)]
     refined: list[Interval] = []
     for j, pos in enumerate(positions):
         bounds = ibp_bounds[j]
         if j > 0:  # IBP from the previous refined layer, intersected with the first IBP pass
-            c, r = ibp.post_relu(*refined[-1])
+            prev = layers[positions[j - 1]]
+            c, r = maxpool.post(prev, *refined[-1]) if isinstance(prev, MaxPoolLayer) else ibp.post_relu(*refined[-1])
             c, r = ibp.propagate(layers, c, r, positions[j - 1] + 1, pos)
             bounds = (torch.maximum(bounds[0], c - r), torch.minimum(bounds[1], c + r))
         if not _exact_by_ibp(layers, pos):

@@ -382,10 +382,14 @@ def _collect(module: nn.Module, path: str, out: list[Layer]) -> None:
         out.append(FlattenLayer(module.start_dim, module.end_dim, name))
     elif isinstance(module, nn.AvgPool2d):
         out.append(_avgpool_layer(module, name))
+    elif isinstance(module, nn.MaxPool2d):
+        from actbench.bounds.maxpool import maxpool_layer  # its own module: MaxPool is non-linear
+
+        out.append(maxpool_layer(module, name))
     else:
         raise UnsupportedLayer(
             f"the bound engine has no rule for {name}; supported: Normalize, Conv2d, Linear, ReLU, "
-            "BatchNorm1d/2d, Flatten, AvgPool2d, Identity, Dropout and nested nn.Sequential"
+            "BatchNorm1d/2d, Flatten, AvgPool2d, MaxPool2d, Identity, Dropout and nested nn.Sequential"
         )
 
 
