@@ -112,7 +112,8 @@ def spec_values(net: LayerNet, x: torch.Tensor, spec: Spec) -> torch.Tensor:
 
 def find_counterexample(net: LayerNet, points: torch.Tensor, xl: torch.Tensor, xu: torch.Tensor,
                         spec: Spec) -> tuple[torch.Tensor, float] | None:
-    """The first of ``points`` (clamped into the box) where some row is <= 0 in float64, with that value."""
+    """The first of ``points`` (clamped into the box) where some row is <= 0 in float64, as ``[1, *in]``,
+    with that value."""
     if points.numel() == 0:
         return None
     x = torch.maximum(torch.minimum(points.to(net.dtype), xu), xl)
@@ -121,4 +122,4 @@ def find_counterexample(net: LayerNet, points: torch.Tensor, xl: torch.Tensor, x
     if bad.numel() == 0:
         return None
     i = int(bad[0, 0])
-    return x[i].detach().clone(), float(worst[i])
+    return x[i:i + 1].detach().clone(), float(worst[i])

@@ -211,6 +211,7 @@ def solve_row(enc: Encoding, net: LayerNet, xl: torch.Tensor, xu: torch.Tensor, 
     found: list[tuple[torch.Tensor, float]] = []
     in_shape = xl.shape[1:]
 
+    # Callbacks always write the interrupt flag: HiGHS keeps it across runs of the same model.
     def on_solution(event: Any) -> None:
         sol = np.asarray(event.data_out.mip_solution)
         if sol.size and not found:
@@ -218,11 +219,15 @@ def solve_row(enc: Encoding, net: LayerNet, xl: torch.Tensor, xu: torch.Tensor, 
             hit = find_counterexample(net, x, xl, xu, spec)
             if hit is not None:
                 found.append(hit)
-                event.data_in.user_interrupt = True
+        event.data_in.user_interrupt = bool(found)
+
+    seen = [-math.inf]  # the best dual bound reported to the callback (HiGHS may not report it after an interrupt)
 
     def on_interrupt(event: Any) -> None:
-        if event.data_out.mip_dual_bound > tolerance or found:
-            event.data_in.user_interrupt = True
+        dual = event.data_out.mip_dual_bound
+        if math.isfinite(dual):
+            seen[0] = max(seen[0], dual)
+        event.data_in.user_interrupt = bool(dual > tolerance or found)
 
     if enc.binaries:
         h.cbMipImprovingSolution.subscribe(on_solution)
@@ -238,7 +243,8 @@ def solve_row(enc: Encoding, net: LayerNet, xl: torch.Tensor, xu: torch.Tensor, 
     status = h.modelStatusToString(h.getModelStatus())
     info = h.getInfo()
     # a MIP's dual bound is proven whenever it is finite; an LP's objective only at optimality
-    bound = info.mip_dual_bound if enc.binaries else (info.objective_function_value if status == "Optimal" else None)
+    bound = max(info.mip_dual_bound, seen[0]) if enc.binaries else (
+        info.objective_function_value if status == "Optimal" else None)
     if status == "Infeasible":  # impossible with sound bounds on a non-empty box: numerical trouble
         return RowResult("unknown", reason="the encoding is infeasible (numerical trouble)")
     if bound is not None and math.isfinite(bound) and bound > tolerance:
@@ -327,7 +333,7 @@ def row_minima(net: LayerNet, xl: torch.Tensor, xu: torch.Tensor, spec: Spec, se
     from actbench.complete.alpha_crown import AlphaSettings, alpha_crown
     from actbench.errors import ResourceLimit
 
-    root = alpha_crown(net, xl, xu, spec, AlphaSettings(iterations=5, intermediate=False))
+    root = alpha_crown(net, xl, xu, spec, AlphaSettings(iterations=5))
     enc = encode(net, root.bounds, xl, xu)
     enc.h.setOptionValue("mip_rel_gap", 0.0)
     enc.h.setOptionValue("mip_abs_gap", 1e-9)
