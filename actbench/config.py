@@ -170,6 +170,9 @@ class Track:
     # Epochs the LR and eps schedules are planned for when the budget is seconds or propagations
     # (0: the epochs of the registered track's budget). An epochs budget always plans its own count.
     schedule_epochs: int = 0
+    # Complete verification after the cascade ([complete] table: verifier, eps, samples, timeout, options;
+    # empty: none). See actbench/certify/complete.py.
+    complete: dict[str, Any] = field(default_factory=dict)
 
     def with_quick(self) -> Track:
         """The ``--preset quick`` version: fewer epochs / samples, same eps and model."""

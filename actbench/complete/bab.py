@@ -40,7 +40,7 @@ BRANCHING = ("babsr", "fsb")
 
 @dataclass
 class BabSettings:
-    batch: int = 64  # domains popped per step (twice as many children are bounded)
+    batch: int = 256  # domains popped per step (twice as many children are bounded)
     iterations: int = 20  # β-CROWN steps per batch
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
@@ -53,6 +53,7 @@ class BabSettings:
     attack: bool = True
     attack_every: int = 10  # PGD from the worst domains' vertices every n steps (0: never)
     lp_tolerance: float = 1e-5  # fully split domains: the LP proves a row above this times the logit scale
+    fast_steps: bool = True  # optimisation steps in float32; the bound that prunes is always recomputed in float64
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> BabSettings:
@@ -147,6 +148,8 @@ class Search:
         self.undecided = 0
         self.proven = math.inf
         self.scale = max(1.0, float(self.net.logits((self.xl + self.xu) * 0.5).abs().max()))
+        self.steps_dtype = torch.float32 if settings.fast_steps else self.net.dtype
+        self.net_steps = self.net.cast(self.steps_dtype)
 
     # -- bounding -------------------------------------------------------------------------------------
     def domain_bounds(self, signs: torch.Tensor) -> tuple[list[Interval], list[torch.Tensor]]:
@@ -162,6 +165,8 @@ class Search:
         if self.s.refine_intermediate and bool((signs != 0).any()):
             first = min(k for k in range(len(bounds)) if bool((dense_signs[k] != 0).any()))
             for k in range(first + 1, len(bounds)):
+                if self.task.timed_out():  # skipping a refinement only loosens the bounds
+                    break
                 lo, hi = linear.ibp_from(self.net, k, bounds)
                 b = (torch.maximum(bounds[k][0], lo), torch.minimum(bounds[k][1], hi))
                 bounds[k] = b
@@ -190,22 +195,32 @@ class Search:
         empty = torch.zeros(rows.shape[0], dtype=torch.bool)
         for lower, upper in bounds:  # a domain whose bounds cross is empty: nothing to prove there
             empty |= (lower > upper).flatten(1).any(1)
+        relaxed = linear.relax_all(bounds)
+        t = self.steps_dtype
+        relaxed_t = [r.to(t) for r in relaxed]
+        signs_t = [s.to(t) for s in dense_signs]
+        C_t, d_t, xl_t, xu_t = C.to(t), d.to(t), self.xl.to(t), self.xu.to(t)
 
         def fn(ps: list[torch.Tensor]) -> torch.Tensor:
-            return linear.backward(self.net, C, bounds, self.xl, self.xu, alphas=ps[:n], betas=ps[n:],
-                                   signs=dense_signs).lower + d
+            return linear.backward(self.net_steps, C_t, None, xl_t, xu_t, alphas=ps[:n], betas=ps[n:],
+                                   signs=signs_t, relaxed=relaxed_t).lower + d_t
 
-        start = self._params(bounds, alpha, beta)
+        start = [p.to(t) for p in self._params(bounds, alpha, beta)]
         res = maximise(fn, start, [self.s.lr_alpha] * n + [self.s.lr_beta] * n,
                        [(0.0, 1.0)] * n + [(0.0, None)] * n, self.s.iterations, self.s.lr_decay,
-                       target=torch.zeros_like(d), deadline=self.task.deadline)
+                       target=torch.zeros_like(d_t), deadline=self.task.deadline)
+        # the bound that decides: float64 layers, the best parameters projected again in float64
+        params = [p.to(self.net.dtype).clamp(0.0, 1.0) for p in res.params[:n]] + \
+                 [p.to(self.net.dtype).clamp(min=0.0) for p in res.params[n:]]
         with torch.no_grad():
-            final = linear.backward(self.net, C, bounds, self.xl, self.xu, alphas=res.params[:n],
-                                    betas=res.params[n:], signs=dense_signs, want_x=True, want_relu_A=True)
-        lower = torch.maximum(res.best, final.lower + d)[:, 0]
+            final = linear.backward(self.net, C, None, self.xl, self.xu, alphas=params[:n], betas=params[n:],
+                                    signs=dense_signs, want_x=True, want_relu_A=True, relaxed=relaxed)
+        lower = (final.lower + d)[:, 0]
+        if t == self.net.dtype:
+            lower = torch.maximum(res.best[:, 0], lower)
         lower = torch.where(empty, torch.full_like(lower, math.inf), lower)
-        new_alpha = torch.cat([self.space.gather(a, k) for k, a in enumerate(res.params[:n])], dim=1)
-        new_beta = torch.cat([self.space.gather(b, k) for k, b in enumerate(res.params[n:])], dim=1)
+        new_alpha = torch.cat([self.space.gather(a, k) for k, a in enumerate(params[:n])], dim=1)
+        new_beta = torch.cat([self.space.gather(b, k) for k, b in enumerate(params[n:])], dim=1)
         cand = self.candidates(bounds, final.relu_A)
         return Bounded(lower, final.x_min[:, 0], new_alpha, new_beta, cand, bounds)
 

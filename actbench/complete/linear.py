@@ -58,39 +58,66 @@ def _rowdot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return A.flatten(2) @ v.flatten(1)[0]
 
 
-def backward(net: LayerNet, A: torch.Tensor, bounds: list[Interval], xl: torch.Tensor, xu: torch.Tensor,
+@dataclass
+class Relax:
+    """The fixed part of one ReLU's relaxation for given bounds, ``[D, 1, *shape]`` each (computed once per
+    set of bounds, reused by every step of an optimisation)."""
+
+    unstable: torch.Tensor
+    active: torch.Tensor
+    up_slope: torch.Tensor
+    up_icpt: torch.Tensor
+    alpha: torch.Tensor  # CROWN's lower slope
+
+    @classmethod
+    def of(cls, lower: torch.Tensor, upper: torch.Tensor) -> Relax:
+        unst = unstable(lower, upper).unsqueeze(1)
+        active = (lower >= 0).to(lower.dtype).unsqueeze(1)
+        denom = torch.where(unst, (upper - lower).unsqueeze(1), torch.ones_like(active))
+        up_slope = torch.where(unst, upper.unsqueeze(1) / denom, active)
+        up_icpt = torch.where(unst, -(lower * upper).unsqueeze(1) / denom, torch.zeros_like(active))
+        return cls(unst, active, up_slope, up_icpt, default_alpha(lower, upper).unsqueeze(1))
+
+    def to(self, dtype: torch.dtype) -> Relax:
+        return Relax(self.unstable, self.active.to(dtype), self.up_slope.to(dtype), self.up_icpt.to(dtype),
+                     self.alpha.to(dtype))
+
+
+def relax_all(bounds: list[Interval]) -> list[Relax]:
+    return [Relax.of(lower, upper) for lower, upper in bounds]
+
+
+def backward(net: LayerNet, A: torch.Tensor, bounds: list[Interval] | None, xl: torch.Tensor, xu: torch.Tensor,
              stop: int | None = None, alphas: list[torch.Tensor | None] | None = None,
              betas: list[torch.Tensor | None] | None = None, signs: list[torch.Tensor | None] | None = None,
-             want_x: bool = False, want_relu_A: bool = False) -> Backward:
+             want_x: bool = False, want_relu_A: bool = False, relaxed: list[Relax] | None = None) -> Backward:
     """Lower bound of ``A · (output of layers[:stop])`` over ``[xl, xu]`` (see the module docstring).
 
-    ``bounds[k]`` = ``(l, u)`` of ReLU ``k``, ``[D or 1, *shape]``, for every ReLU before ``stop``;
-    ``alphas[k]`` ``[D, S, *shape]`` (or None: CROWN's slope); ``betas[k]`` ``[D, S, *shape]`` >= 0 with
-    ``signs[k]`` ``[D, *shape]`` in {-1, 0, +1} (0: not split). ``xl``/``xu`` are ``[D or 1, *in]``.
+    ``bounds[k]`` = ``(l, u)`` of ReLU ``k``, ``[D or 1, *shape]``, for every ReLU before ``stop`` (or
+    ``relaxed``, their :class:`Relax` precomputed); ``alphas[k]`` ``[D, S, *shape]`` (or None: CROWN's
+    slope); ``betas[k]`` ``[D, S, *shape]`` >= 0 with ``signs[k]`` ``[D, *shape]`` in {-1, 0, +1} (0: not
+    split). ``xl``/``xu`` are ``[D or 1, *in]``. ``net``'s layers must be in ``A``'s dtype.
     """
     stop = len(net.layers) if stop is None else stop
     k = sum(1 for p in net.relus if p < stop)
+    if relaxed is None:
+        assert bounds is not None
+        relaxed = relax_all(bounds[:k])
     relu_A: list[torch.Tensor | None] = [None] * k
     const = A.new_zeros(A.shape[:2])
+    relu_positions = set(net.relus[:k])
     for pos in range(stop - 1, -1, -1):
         layer = net.layers[pos]
-        if pos in net.relus[:k]:
+        if pos in relu_positions:
             k -= 1
             if want_relu_A:
                 relu_A[k] = A
-            lower, upper = bounds[k]
-            unst = unstable(lower, upper).unsqueeze(1)
-            active = (lower >= 0).to(A.dtype).unsqueeze(1)
-            denom = torch.where(unst, (upper - lower).unsqueeze(1), torch.ones_like(active))
-            up_slope = torch.where(unst, upper.unsqueeze(1) / denom, active)
-            up_icpt = torch.where(unst, -(lower * upper).unsqueeze(1) / denom, torch.zeros_like(active))
+            r = relaxed[k]
             alpha = alphas[k] if alphas is not None else None
-            if alpha is None:
-                alpha = default_alpha(lower, upper).unsqueeze(1)
-            lo_slope = torch.where(unst, alpha, active)
+            lo_slope = torch.where(r.unstable, r.alpha if alpha is None else alpha, r.active)
             neg = A.clamp(max=0)
-            const = const + (neg * up_icpt).flatten(2).sum(-1)
-            A = A.clamp(min=0) * lo_slope + neg * up_slope
+            const = const + (neg * r.up_icpt).flatten(2).sum(-1)
+            A = A.clamp(min=0) * lo_slope + neg * r.up_slope
             if betas is not None and betas[k] is not None and signs is not None and signs[k] is not None:
                 A = A - betas[k] * signs[k].unsqueeze(1)
         else:

@@ -79,6 +79,16 @@ class LayerNet:
                 h = layer.forward(h)
         return pre, h
 
+    def cast(self, dtype: torch.dtype) -> LayerNet:
+        """The same network with its layers in ``dtype`` (float32 for optimisation steps; every bound
+        that decides anything is recomputed with the float64 layers)."""
+        if dtype == self.dtype:
+            return self
+        device = next((t.device for t in self.model.parameters()), torch.device("cpu"))
+        layers = [layer.cast(dtype, device) for layer in self.layers]
+        infer_shapes(Network(layers), self.in_shape)  # records the conv input shapes
+        return LayerNet(layers, self.shapes, self.relus, self.model, self.dtype, self._fast)
+
     def fast_model(self) -> nn.Module:
         """A float32 copy of the model, for attack iterations (never for judging a point)."""
         if self._fast is None:
