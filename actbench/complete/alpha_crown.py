@@ -36,6 +36,7 @@ class AlphaSettings:
     intermediate: bool = True  # optimise the intermediate bounds too (layer by layer)
     intermediate_iterations: int = 20
     intermediate_lr: float = 0.25
+    fast: bool = True  # steps in float32; every bound returned is recomputed with the float64 layers
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> AlphaSettings:
@@ -70,15 +71,28 @@ def init_alphas(bounds: list[Interval], rows: int) -> list[torch.Tensor]:
             for lo, hi in bounds]
 
 
+def _steps(net: LayerNet, settings: AlphaSettings) -> tuple[LayerNet, torch.dtype]:
+    """The network the optimisation steps run on: float32 with ``fast``, else ``net`` itself."""
+    dtype = torch.float32 if settings.fast else net.dtype
+    return net.cast(dtype), dtype
+
+
 def optimise_layer(net: LayerNet, k: int, bounds: list[Interval], xl: torch.Tensor, xu: torch.Tensor,
                    settings: AlphaSettings, deadline: float | None = None) -> Interval:
-    """α-optimised bounds of ReLU ``k``'s unstable neurons (one row per bound), intersected with ``bounds[k]``."""
+    """α-optimised bounds of ReLU ``k``'s unstable neurons (one row per bound), intersected with ``bounds[k]``.
+
+    The steps may run in float32; the bounds kept are recomputed with the float64 layers at the best slopes.
+    """
     lower, upper = bounds[k]
     order, m = linear.unstable_rows(lower, upper)
     if m == 0:
         return bounds[k]
     shape = tuple(lower.shape[1:])
     flat_l, flat_u = lower.flatten(1).clone(), upper.flatten(1).clone()
+    relaxed = linear.relax_all(bounds[:k])
+    fast, t = _steps(net, settings)
+    relaxed_t = [r.to(t) for r in relaxed]
+    xl_t, xu_t = xl.to(t), xu.to(t)
     # α and two Adam moments per row and earlier neuron, plus autograd: about five copies of A's size
     step = max(1, linear.chunk_rows(net, k, lower.shape[0], lower.element_size()) // 5)
     for start in range(0, m, step):
@@ -86,16 +100,19 @@ def optimise_layer(net: LayerNet, k: int, bounds: list[Interval], xl: torch.Tens
             break
         idx = order[:, start:start + step]
         A = linear.row_matrix(idx, shape, lower.dtype)
-        alphas = init_alphas(bounds[:k], A.shape[1])
+        A_t = A.to(t)
+        alphas = [a.to(t) for a in init_alphas(bounds[:k], A.shape[1])]
 
-        def fn(ps: list[torch.Tensor], A: torch.Tensor = A) -> torch.Tensor:
-            return linear.backward(net, A, bounds, xl, xu, stop=net.relus[k], alphas=ps).lower
+        def fn(ps: list[torch.Tensor], A_t: torch.Tensor = A_t) -> torch.Tensor:
+            return linear.backward(fast, A_t, None, xl_t, xu_t, stop=net.relus[k], alphas=ps, relaxed=relaxed_t).lower
 
         res = maximise(fn, alphas, [settings.intermediate_lr] * k, [(0.0, 1.0)] * k,
                        settings.intermediate_iterations, settings.lr_decay, deadline=deadline)
+        best = [p.to(net.dtype).clamp(0.0, 1.0) for p in res.params]
+        lb = linear.backward(net, A, None, xl, xu, stop=net.relus[k], alphas=best, relaxed=relaxed).lower
         c = idx.shape[1]
-        flat_l.scatter_(1, idx, torch.maximum(flat_l.gather(1, idx), res.best[:, :c]))
-        flat_u.scatter_(1, idx, torch.minimum(flat_u.gather(1, idx), -res.best[:, c:]))
+        flat_l.scatter_(1, idx, torch.maximum(flat_l.gather(1, idx), lb[:, :c]))
+        flat_u.scatter_(1, idx, torch.minimum(flat_u.gather(1, idx), -lb[:, c:]))
     return flat_l.view_as(lower), flat_u.view_as(upper)
 
 
@@ -115,29 +132,46 @@ def tighten_bounds(net: LayerNet, bounds: list[Interval], xl: torch.Tensor, xu: 
 def optimise_output(net: LayerNet, bounds: list[Interval], xl: torch.Tensor, xu: torch.Tensor, spec: Spec,
                     settings: AlphaSettings, deadline: float | None = None,
                     alphas: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """Best α-CROWN bound of every spec row, the slopes that gave it and the minimising vertices."""
-    start = init_alphas(bounds, spec.rows) if alphas is None else alphas
+    """Best α-CROWN bound of every spec row, the slopes that gave it and the minimising vertices.
+
+    Stops early once every row is > 0. The returned bound is computed with the float64 layers.
+    """
+    relaxed = linear.relax_all(bounds)
+    fast, t = _steps(net, settings)
+    relaxed_t = [r.to(t) for r in relaxed]
+    C_t, d_t, xl_t, xu_t = spec.C.to(t), spec.d.to(t), xl.to(t), xu.to(t)
+    start = [a.to(t) for a in (init_alphas(bounds, spec.rows) if alphas is None else alphas)]
 
     def fn(ps: list[torch.Tensor]) -> torch.Tensor:
-        return linear.backward(net, spec.C, bounds, xl, xu, alphas=ps).lower + spec.d
+        return linear.backward(fast, C_t, None, xl_t, xu_t, alphas=ps, relaxed=relaxed_t).lower + d_t
 
     res = maximise(fn, start, [settings.lr] * len(start), [(0.0, 1.0)] * len(start), settings.iterations,
-                   settings.lr_decay, deadline=deadline)
+                   settings.lr_decay, target=torch.zeros_like(d_t), deadline=deadline)
+    best = [p.to(net.dtype).clamp(0.0, 1.0) for p in res.params]
     with torch.no_grad():
-        final = linear.backward(net, spec.C, bounds, xl, xu, alphas=res.params, want_x=True)
-    return torch.maximum(res.best, final.lower + spec.d), res.params, final.x_min
+        final = linear.backward(net, spec.C, None, xl, xu, alphas=best, want_x=True, relaxed=relaxed)
+    lower = final.lower + spec.d
+    if t == net.dtype:
+        lower = torch.maximum(res.best, lower)
+    return lower, best, final.x_min
 
 
 @torch.no_grad()
 def alpha_crown(net: LayerNet, xl: torch.Tensor, xu: torch.Tensor, spec: Spec,
                 settings: AlphaSettings | None = None, deadline: float | None = None) -> AlphaResult:
-    """α-CROWN bounds of every row of ``spec`` over the boxes ``[xl, xu]`` (``[B, *in]``)."""
+    """α-CROWN bounds of every row of ``spec`` over the boxes ``[xl, xu]`` (``[B, *in]``).
+
+    With ``intermediate``, the output slopes are optimised on CROWN's intermediate bounds first, and the
+    intermediate bounds are tightened only when some row is still <= 0 (the costly part, often not needed).
+    """
     settings = settings or AlphaSettings()
     bounds = linear.crown_bounds(net, xl, xu)
     crown_lower = linear.backward(net, spec.C, bounds, xl, xu).lower + spec.d
-    if settings.intermediate:
-        bounds = tighten_bounds(net, bounds, xl, xu, settings, deadline)
     lower, alphas, x_min = optimise_output(net, bounds, xl, xu, spec, settings, deadline)
+    if settings.intermediate and not bool((lower > 0).all()):
+        bounds = tighten_bounds(net, bounds, xl, xu, settings, deadline)
+        lower2, alphas, x_min = optimise_output(net, bounds, xl, xu, spec, settings, deadline)
+        lower = torch.maximum(lower, lower2)  # both are sound
     return AlphaResult(torch.maximum(lower, crown_lower), crown_lower, bounds, alphas, x_min)
 
 

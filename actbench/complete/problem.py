@@ -51,6 +51,7 @@ class LayerNet:
     model: nn.Module
     dtype: torch.dtype
     _fast: nn.Module | None = field(default=None, repr=False)
+    _casts: dict[torch.dtype, LayerNet] = field(default_factory=dict, repr=False)
 
     @property
     def in_shape(self) -> Shape:
@@ -84,10 +85,13 @@ class LayerNet:
         that decides anything is recomputed with the float64 layers)."""
         if dtype == self.dtype:
             return self
+        if dtype in self._casts:
+            return self._casts[dtype]
         device = next((t.device for t in self.model.parameters()), torch.device("cpu"))
         layers = [layer.cast(dtype, device) for layer in self.layers]
         infer_shapes(Network(layers), self.in_shape)  # records the conv input shapes
-        return LayerNet(layers, self.shapes, self.relus, self.model, self.dtype, self._fast)
+        self._casts[dtype] = LayerNet(layers, self.shapes, self.relus, self.model, self.dtype, self._fast)
+        return self._casts[dtype]
 
     def fast_model(self) -> nn.Module:
         """A float32 copy of the model, for attack iterations (never for judging a point)."""
