@@ -151,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             nets[onnx_name] = compile_model(load_onnx(onnx_path), tuple(lower.shape[1:]))
         net = nets[onnx_name]
         start = time.monotonic()
-        verdict = verify_compiled(net, lower, upper, _spec(net, label, None, None), args.verifier, args.timeout)
+        options = {"alpha": {"intermediate": True}} if args.verifier == "bab" else {}
+        verdict = verify_compiled(net, lower, upper, _spec(net, label, None, None), args.verifier, args.timeout,
+                                  options)
         seconds = time.monotonic() - start
         key = (Path(onnx_name).stem.replace(".onnx", ""), Path(vnnlib_name).stem.replace(".vnnlib", ""))
         abc = ref.get(key, {}).get("alpha_beta_crown", "?")
