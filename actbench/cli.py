@@ -20,6 +20,16 @@ from actbench.cli_sweep import sweep
 from actbench.config import format_eps, parse_override
 from actbench.errors import ActbenchError
 
+
+def _flag_type(self: Any, ctx: Any) -> str | None:
+    """No value type in --help for flags (``--force``, ``--quiet``, ``--help``): they take no value."""
+    return None if getattr(self, "is_flag", False) else _TYPE_SHOWN(self, ctx)
+
+
+_TYPE_SHOWN = getattr(typer.core.TyperOption, "display_type_rich", None)
+if _TYPE_SHOWN is not None:
+    typer.core.TyperOption.display_type_rich = _flag_type
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -54,11 +64,14 @@ def main() -> None:
     except ActbenchError as exc:
         if _STATE["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]; an interrupted run can be continued with "
-                          "`actbench run --resume RUN_DIR`")  # fmt: skip
+    except KeyboardInterrupt as exc:
+        run_dir = getattr(exc, "run_dir", None)
+        if run_dir is not None:
+            err_console.print(f"[yellow]interrupted[/]: resume with `actbench run --resume {run_dir}`", highlight=False)
+        else:
+            err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
 
 
@@ -128,9 +141,12 @@ def run(
     samples: Annotated[int | None, typer.Option(help="Certify only the first N test samples.")] = None,
     certify: Annotated[bool, typer.Option(help="Certify the selected model at the end.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    recipe: Annotated[
+        str, typer.Option(help="shared (the track's recipe for every method) or published (the method's own).")
+    ] = "shared",
 ) -> None:
     """Train a method on a track, select on validation, certify on test, write the run card."""
-    from actbench.runner import RunRequest, execute_run, request_from_card
+    from actbench.runner import RunInterrupted, RunRequest, execute_run, request_from_card
 
     if resume is not None:
         request = request_from_card(resume)
@@ -145,9 +161,16 @@ def run(
             method=method, track=dataset, preset=preset, seed=seed, epochs=epochs, budget=budget,
             overrides=overrides, device=device, out=out, data_dir=data_dir, run_id=run_id,
             train_subset=train_subset, certify_samples=samples, certify=certify, force=force, progress=not quiet,
+            recipe=recipe,
             command=shlex.join(["actbench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else None,
         )  # fmt: skip
-    outcome = execute_run(request)
+    request.notify = lambda text: err_console.print(text, highlight=False, soft_wrap=True)
+    try:
+        outcome = execute_run(request)
+    except RunInterrupted as exc:
+        err_console.print(f"[yellow]interrupted[/]: resume with `actbench run --resume {exc.run_dir}`",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     if outcome.skipped:
         console.print(f"[green]already complete[/]: {outcome.run_dir} (use --force to run it again)")
     print_run_summary(outcome.card, outcome.run_dir)
@@ -233,6 +256,13 @@ def certify(
         max_seconds=max_seconds, data_dir=data_dir, device=resolve_device(device), progress=not quiet,
         complete_timeout=timeout, complete_samples=complete_samples,
     )  # fmt: skip
+    record = card["certifications"][-1]
+    protocol = record["protocol"]
+    if not record["track_protocol"]:
+        console.print(f"certified under protocol [bold]{protocol['id']}[/] ({protocol['label']}), not the track's: "
+                      f"recorded beside the headline, which is unchanged; compare such runs with `actbench compare "
+                      f"--protocol {protocol['id']}`", highlight=False)  # fmt: skip
+        card = {**card, "metrics": record["metrics"]}
     print_run_summary(card, run_dir)
 
 
@@ -244,14 +274,21 @@ def compare(
     verifier: Annotated[str, typer.Option(help="best, ibp, crown-ibp or crown.")] = "best",
     fmt: Annotated[str, typer.Option("--format", help="table, csv, markdown or json.")] = "table",
     budget: Annotated[str | None, typer.Option(help="Only runs given this budget, e.g. epochs=6.")] = None,
+    protocol: Annotated[
+        str | None, typer.Option(help="Certification protocol id to compare under (default: the track's).")
+    ] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Go on when a card is unreadable (it is listed, not used).")
+    ] = False,
 ) -> None:
-    """Leaderboard tables from the run cards: runs, robustness at accuracy thresholds, Pareto fronts.
+    """Leaderboard tables from the run cards: configurations (seed means), robustness at accuracy
+    thresholds, hypervolumes and Pareto fronts, under one certification protocol.
 
-    Runs given different budgets get separate rows (a "budget" column appears); --budget keeps one.
+    Only seeds of one configuration are averaged; --budget keeps one budget; --protocol picks the protocol.
     """
     from actbench.compare import compare_command
 
-    text = compare_command(results, dataset, thresholds, verifier, fmt, budget)
+    text = compare_command(results, dataset, thresholds, verifier, fmt, budget, protocol, skip_invalid)
     sys.stdout.write(text)
 
 
@@ -259,12 +296,15 @@ def compare(
 def site(
     results: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
     out: Annotated[Path, typer.Option(help="Output folder of the static site.")] = Path("site"),
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Go on when a card is unreadable (it is listed, not used).")
+    ] = False,
 ) -> None:
     """Build the static leaderboard site (open OUT/index.html)."""
+    from actbench.compare import load_results
     from actbench.leaderboard.site import build_site
-    from actbench.store import load_cards
 
-    for warning in load_cards(results).warnings:
+    for warning in load_results(results, skip_invalid).warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     index = build_site(results, out)
     console.print(f"site written: {index.resolve()}", highlight=False)

@@ -43,6 +43,10 @@ class CardError(ActbenchError):
     """A run card that is missing, corrupt or fails schema validation."""
 
 
+class NoResults(ActbenchError):
+    """A results folder that is missing, or holds no complete run (of the asked track, budget or protocol)."""
+
+
 class ResourceLimit(ActbenchError):
     """A computation refused because it would exceed a memory or time limit."""
 

@@ -57,6 +57,16 @@ class RunRequest:
     force: bool = False
     progress: bool = True
     command: str | None = None
+    recipe: str = "shared"
+    notify: Any = field(default=None, compare=False, repr=False)  # callable(str) for one-line notices
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: the card says ``interrupted`` and ``run_dir`` is where to resume."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
 
 
 @dataclass
@@ -79,11 +89,31 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_track(request: RunRequest) -> Track:
-    """The track as run: the registered track, shrunk by ``--preset quick``, budget overridden."""
+def resolve_run(request: RunRequest) -> tuple[Track, Any]:
+    """The track as run and the resolved method spec of a request.
+
+    Order: the registered track; the method's recipe (``--recipe published``: the track settings of the
+    method's own published recipe); the method's model-selection rule; ``--preset quick``; then the
+    budget, training-subset and sample-count options.
+    """
+    from actbench.objectives import load_method
+
+    base = load_track(request.track)
+    method = load_method(request.method, base.name, request.overrides, recipe=request.recipe)
+    track = base
+    if method.recipe_track:
+        track = track.with_changes(method.recipe_track, f"recipe {method.recipe!r} of {method.name}")
+    if method.selection is not None:
+        track = dataclasses.replace(track, selection=method.selection)
+    return resolve_track(request, track), method
+
+
+def resolve_track(request: RunRequest, track: Track | None = None) -> Track:
+    """The track as run: ``track`` (default: the registered one), shrunk by ``--preset quick``, budget
+    overridden. Method recipes and selection rules are applied by :func:`resolve_run`."""
     if request.preset not in ("full", "quick"):
         raise InvalidConfig(f"preset {request.preset!r}: choose full or quick")
-    track = load_track(request.track)
+    track = load_track(request.track) if track is None else track
     if request.preset == "quick":
         track = track.with_quick()
     if request.epochs is not None and request.budget is not None:
@@ -116,6 +146,9 @@ def default_run_id(method: Any, track: Track, request: RunRequest) -> str:
         parts.append(request.preset)
     config = {"track": track.to_dict(), "params": method.params, "seed": request.seed,
               "objective": method.objective}  # fmt: skip
+    if method.recipe != "shared":
+        parts.append(method.recipe)
+        config["recipe"] = method.recipe
     digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:6]
     return "-".join(parts + [digest])
 
@@ -149,6 +182,8 @@ def reproduce_command(request: RunRequest, track: Track) -> str:
     argv = ["actbench", "run", "--method", request.method, "--dataset", request.track]
     if request.preset != "full":
         argv += ["--preset", request.preset]
+    if request.recipe != "shared":
+        argv += ["--recipe", request.recipe]
     if request.epochs is not None:
         argv += ["--epochs", str(request.epochs)]
     if request.budget is not None:
@@ -182,7 +217,9 @@ def _initial_card(request: RunRequest, track: Track, method: Any, run_id: str, d
             "params": method.params,
             "spec": _display_path(method.path),
             "citation": method.citation,
+            "selection": track.selection,
         },
+        "recipe": method.recipe_record(),
         "model": {"name": track.model, "parameters": sum(p.numel() for p in model.parameters())},
         "seed": request.seed,
         "data": {
@@ -201,15 +238,14 @@ def _initial_card(request: RunRequest, track: Track, method: Any, run_id: str, d
 
 def execute_run(request: RunRequest) -> RunOutcome:
     """Train, select, certify and record one run; resumes an interrupted run in the same folder."""
-    track = resolve_track(request)
+    track, method = resolve_run(request)
     device = resolve_device(request.device)
 
     from actbench.data import load_splits
     from actbench.models import create_model, save_model
-    from actbench.objectives import create_objective, load_method
+    from actbench.objectives import create_objective
     from actbench.train import train
 
-    method = load_method(request.method, track.name, request.overrides)
     objective = create_objective(method, track)  # validates hyper-parameters before any data is loaded
     run_id = request.run_id or default_run_id(method, track, request)
     run_dir = Path(request.out) / track.name / run_id
@@ -231,9 +267,14 @@ def execute_run(request: RunRequest) -> RunOutcome:
     card["status"] = "training"
     write_card(run_dir, card)
 
+    def resumed(done: int, planned: int) -> None:
+        if request.notify is not None:
+            request.notify(f"resuming {run_dir} after epoch {done} of {planned}")
+
     try:
         result = train(model, splits, track, objective, budget=track.budget, run_dir=run_dir,
-                       seed=request.seed, device=device, resume=resume, progress=request.progress)  # fmt: skip
+                       seed=request.seed, device=device, resume=resume, progress=request.progress,
+                       on_resume=resumed)  # fmt: skip
         save_model(run_dir / MODEL_FILE, result.model, track.model, info.in_shape, info.num_classes,
                    info.mean, info.std, extra={"run_id": run_id, "track": track.name})  # fmt: skip
         card["budget"]["used"] = result.used
@@ -243,6 +284,11 @@ def execute_run(request: RunRequest) -> RunOutcome:
         write_card(run_dir, card)
         if request.certify:
             card = certify_track(run_dir, track, request, device)
+    except KeyboardInterrupt as exc:
+        card["status"] = "interrupted"
+        card.pop("error", None)
+        write_card(run_dir, card)
+        raise RunInterrupted(run_dir) from exc
     except BaseException as exc:
         card["status"] = "failed"
         card["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -305,6 +351,7 @@ def request_from_card(run_dir: Path) -> RunRequest:
         overrides=_overrides_from_argv(argv),
         train_subset=card["track"].get("train_subset"),
         certify_samples=card["track"].get("certify_samples"),
+        recipe=(card.get("recipe") or {}).get("name", "shared"),
         out=run_dir.parent.parent,
         run_id=run_dir.name,
         command=card.get("command"),

@@ -5,27 +5,35 @@ A run lives in ``results/<track>/<run-id>/`` with ``card.json`` (this module's s
 ``model.pt`` (git-ignored). Every write is atomic: a temp file in the same folder, then a rename,
 so a crash never leaves a half-written card.
 
-Card schema (version ``SCHEMA_VERSION``), keys in order of importance::
+Card schema (version ``SCHEMA_VERSION`` = 2), keys in order of importance::
 
-    schema      int, SCHEMA_VERSION
+    schema      int, SCHEMA_VERSION (schema-1 cards are migrated on read: ``migrate_card``)
     run_id      str, unique within the track folder
-    status      "training" | "trained" | "complete" | "failed"
+    status      "training" | "trained" | "complete" | "failed" | "interrupted"
     created, updated   ISO-8601 UTC timestamps
     command     the exact command line that reproduces the run
-    track       Track.to_dict() of the track as run (after --preset / --epochs), plus "preset": "full"|"quick"
-    method      {"name", "title", "objective", "params": {...}, "spec": path of the TOML}
+    source      "actbench" (trained here) or "external" (a submitted model, see actbench.interop)
+    config      {"hash"}: the configuration identity, everything that is not the seed (``configuration_of``)
+    track       Track.to_dict() of the track as run (after recipe / --preset / --epochs), plus "preset"
+    method      {"name", "title", "objective", "params": {...}, "spec", "key_param", "selection"}
+    recipe      {"name": "shared"|"published"|..., "source", "track": settings the recipe changed}
     model       {"name", "parameters"}
     seed        int
     data        {"dataset", "train_size", "val_size", "test_size", "train_subset"}
     budget      {"limit": {"kind", "value"}, "used": {"epochs", "seconds", "propagations"}, "stopped_by"}
     selection   {"rule", "epoch", "value"}
-    metrics     {"clean_accuracy", "samples", "eps_grid": [...],
+    certifications  [one record per protocol the run was certified under:
+                     {"protocol": Protocol.record() (id, label, sound, checked, fields),
+                      "track_protocol": bool (the track's protocol when certified), "metrics": {...},
+                      "settings": {...}, "radii": file name, "created"}]
+    metrics     the headline: the metrics of the latest track-protocol record
+                {"clean_accuracy", "samples", "eps_grid": [...],
                  "acr": {verifier|"best": float},
                  "certified_accuracy": {verifier|"best": [one value per eps_grid entry]},
                  "attack_accuracy": [one value per eps_grid entry] | None,
                  "eps_test": [...], "certified_accuracy_test": {verifier|"best": [per eps_test]}}
-    certification {"verifiers", "dtype", "samples", "eps_max", "seconds": {verifier: s}, "attack": {...},
-                   "unknown": int}
+    certification the headline record's settings {"verifiers", "dtype", "samples", "eps_max",
+                  "seconds": {verifier: s}, "attack": {...}, "unknown": int, "protocol": id}
     environment {"actbench", "torch", "python", "device", "threads", "git_commit"}
     files       {"history": "history.csv", "radii": "radii.parquet", "model": "model.pt"}
 """
@@ -33,6 +41,7 @@ Card schema (version ``SCHEMA_VERSION``), keys in order of importance::
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import tempfile
@@ -43,13 +52,18 @@ from typing import Any
 from actbench.config import Budget
 from actbench.errors import CardError, InvalidConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMAS = (1, 2)
 CARD_FILE = "card.json"
 HISTORY_FILE = "history.csv"
 RADII_FILE = "radii.parquet"
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
-STATUSES = ("training", "trained", "complete", "failed")
+STATUSES = ("training", "trained", "complete", "failed", "interrupted")
+# Track settings that are part of a certification protocol (or only describe the track), not of the
+# training configuration: runs that differ only in these are seeds of one configuration.
+NON_CONFIG_TRACK_KEYS = ("title", "notes", "quick", "preset", "certify_verifiers", "certify_samples", "attack",
+                         "eps_grid", "eps_test", "certify_complete")
 REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "schema": int,
     "run_id": str,
@@ -86,12 +100,77 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def configuration_of(card: dict[str, Any]) -> dict[str, Any]:
+    """The configuration of a run: everything that is not the seed (nor a certification setting).
+
+    Method, objective and fully resolved parameters, the recipe, the preset and every training setting
+    of the track as run (budget, schedules, training subset, selection rule, ...). ``hash`` identifies
+    it: only runs with the same hash are averaged as seeds.
+    """
+    method = card.get("method") or {}
+    track = card.get("track") or {}
+    fields = {
+        "method": method.get("name"),
+        "objective": method.get("objective"),
+        "params": method.get("params") or {},
+        "recipe": (card.get("recipe") or {}).get("name", "shared"),
+        "preset": track.get("preset", "full"),
+        "track": {k: v for k, v in sorted(track.items()) if k not in NON_CONFIG_TRACK_KEYS},
+        "budget": (card.get("budget") or {}).get("limit"),
+        "source": card.get("source", "actbench"),
+    }
+    if fields["source"] == "external":  # a submitted model: its file is its configuration
+        fields["model_sha256"] = (card.get("external") or {}).get("sha256")
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return {"hash": hashlib.sha1(text.encode()).hexdigest()[:10], **fields}
+
+
+def _was_track_protocol(settings: dict[str, Any], track: dict[str, Any]) -> bool:
+    """Whether a schema-1 certification used its track's settings (verifiers, samples, float64, attack)."""
+    wanted = track.get("certify_samples")
+    return (settings.get("dtype", "float64") == "float64" and settings.get("attack") is not None
+            and list(settings.get("verifiers") or []) == list(track.get("certify_verifiers") or [])
+            and (wanted in (None, 0) or settings.get("samples") == wanted))  # fmt: skip
+
+
+def migrate_card(card: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 card in schema 2 (in memory; the file is rewritten only when the card is next written).
+
+    The one certification of a schema-1 card becomes its first certification record, under the protocol
+    its settings describe; it is the headline when those settings were the track's.
+    """
+    if card.get("schema") != 1:
+        return card
+    from actbench.certify.protocol import from_settings
+
+    card = dict(card)
+    card["schema"] = SCHEMA_VERSION
+    card.setdefault("source", "actbench")
+    card.setdefault("recipe", {"name": "shared", "source": "", "track": {}})
+    records = []
+    if isinstance(card.get("metrics"), dict) and isinstance(card.get("certification"), dict):
+        settings = dict(card["certification"])
+        protocol = from_settings(settings, card["metrics"])
+        settings["protocol"] = protocol.id
+        card["certification"] = settings
+        records.append({"protocol": protocol.record(),
+                        "track_protocol": _was_track_protocol(settings, card.get("track") or {}),
+                        "metrics": card["metrics"], "settings": settings,
+                        "radii": (card.get("files") or {}).get("radii", RADII_FILE),
+                        "created": card.get("updated", card.get("created")), "migrated_from_schema": 1})  # fmt: skip
+    card["certifications"] = records
+    card["config"] = {"hash": configuration_of(card)["hash"]}
+    return card
+
+
 def validate_card(card: Any, where: str = "card") -> dict[str, Any]:
-    """Check the schema version and required keys; raise :class:`CardError` naming what is wrong."""
+    """Check the schema version and required keys (migrating schema 1); raise :class:`CardError`."""
     if not isinstance(card, dict):
         raise CardError(f"{where}: a card must be a JSON object")
-    if card.get("schema") != SCHEMA_VERSION:
-        raise CardError(f"{where}: schema {card.get('schema')!r} is not the supported version {SCHEMA_VERSION}")
+    if card.get("schema") not in SUPPORTED_SCHEMAS:
+        raise CardError(f"{where}: schema {card.get('schema')!r} is not a supported version "
+                        f"({', '.join(map(str, SUPPORTED_SCHEMAS))})")
+    card = migrate_card(card)
     for key, kind in REQUIRED_KEYS.items():
         if key not in card:
             raise CardError(f"{where}: missing key {key!r}")
@@ -103,6 +182,10 @@ def validate_card(card: Any, where: str = "card") -> dict[str, Any]:
         metrics = card.get("metrics")
         if not isinstance(metrics, dict) or "clean_accuracy" not in metrics:
             raise CardError(f"{where}: a complete card needs metrics.clean_accuracy")
+    records = card.get("certifications", [])
+    if not isinstance(records, list) or not all(isinstance(r, dict) and isinstance(r.get("protocol"), dict)
+                                                and isinstance(r.get("metrics"), dict) for r in records):
+        raise CardError(f"{where}: certifications must be a list of {{protocol, metrics, ...}} records")
     return card
 
 
@@ -111,7 +194,9 @@ def write_card(run_dir: Path, card: dict[str, Any]) -> Path:
     card = dict(card)
     card["updated"] = utc_now()
     card.setdefault("created", card["updated"])
-    validate_card(card, str(run_dir))
+    card.setdefault("certifications", [])
+    card["config"] = {"hash": configuration_of(card)["hash"]}
+    card = validate_card(card, str(run_dir))
     path = Path(run_dir) / CARD_FILE
     atomic_write_text(path, json.dumps(card, indent=2, sort_keys=False) + "\n")
     return path
@@ -144,7 +229,8 @@ BASE_COLUMNS = (
     "track", "track_title", "run_id", "method", "title", "key_param", "key_value", "seed", "status",
     "preset", "model", "eps", "eps_test", "headline_eps", "verifiers", "clean_accuracy", "samples",
     "epochs", "seconds", "propagations", "budget_kind", "budget_limit", "budget", "stopped_by", "created",
-    "updated", "command", "path",
+    "updated", "command", "path", "config", "params", "recipe", "train_subset", "selection_rule", "source",
+    "protocol", "protocol_label", "protocol_sound", "protocol_checked", "headline", "certified_runs", "radii_file",
 )
 
 
@@ -224,11 +310,37 @@ def budget_label(kind: Any, value: Any) -> str:
         return "?"
 
 
-def card_row(card: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Flatten one validated card into a DataFrame row (metrics NaN when the run is not complete)."""
+def card_rows(card: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
+    """One DataFrame row per certification record of a validated card (the headline record flagged);
+    a card without records (not certified yet) gives one row with NaN metrics."""
+    records = card.get("certifications") or []
+    if not records:
+        return [card_row(card, run_dir)]
+    headline = headline_record(card)
+    return [card_row(card, run_dir, record, record is headline) for record in records]
+
+
+def headline_record(card: dict[str, Any]) -> dict[str, Any] | None:
+    """The latest certification record made under the track's protocol (None when there is none)."""
+    chosen = None
+    for record in card.get("certifications") or []:
+        if record.get("track_protocol"):
+            chosen = record
+    return chosen
+
+
+def card_row(card: dict[str, Any], run_dir: Path, record: dict[str, Any] | None = None,
+             is_headline: bool = True) -> dict[str, Any]:
+    """Flatten one validated card into a DataFrame row: its ``record``'s metrics (default: the headline
+    metrics; NaN when the run is not certified), plus the configuration and protocol it belongs to."""
     track = card["track"]
     method = card["method"]
-    metrics = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
+    if record is None:
+        metrics = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
+        protocol = (headline_record(card) or {}).get("protocol") or {}
+    else:
+        metrics, protocol = record.get("metrics") or {}, record.get("protocol") or {}
+    config = configuration_of(card)
     used = card["budget"].get("used") or {}
     limit = card["budget"].get("limit") or {}
     eps = _number(track.get("eps"))
@@ -267,6 +379,19 @@ def card_row(card: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "updated": card.get("updated", card.get("created")),
         "command": card.get("command", ""),
         "path": str(run_dir),
+        "config": config["hash"],
+        "params": dict(params),
+        "recipe": config["recipe"],
+        "train_subset": track.get("train_subset"),
+        "selection_rule": track.get("selection"),
+        "source": card.get("source", "actbench"),
+        "protocol": protocol.get("id"),
+        "protocol_label": protocol.get("label", ""),
+        "protocol_sound": bool(protocol.get("sound", True)),
+        "protocol_checked": bool(protocol.get("checked", True)),
+        "headline": bool(is_headline),
+        "certified_runs": len(card.get("certifications") or []),
+        "radii_file": (record or headline_record(card) or {}).get("radii") or (card.get("files") or {}).get("radii"),
     }
     for verifier in (*verifiers, "best"):
         row[acr_column(verifier)] = _number(acr.get(verifier))
@@ -287,15 +412,16 @@ def card_row(card: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 @dataclass
 class CardIndex:
-    """Every readable card under a results folder: one row per run, the cards, and what was skipped."""
+    """Every readable card under a results folder: one row per (run, certification record), flagged
+    ``headline`` for the record under the track's protocol; the cards; and what was skipped."""
 
     frame: pd.DataFrame
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)  # run folder -> card
     warnings: list[str] = field(default_factory=list)
 
     def complete(self, track: str | None = None) -> pd.DataFrame:
-        """Rows of runs with status ``complete`` (the only ones that count), optionally of one track."""
-        rows = self.frame[self.frame["status"] == "complete"]
+        """Headline rows of runs with status ``complete`` (one per run), optionally of one track."""
+        rows = self.frame[(self.frame["status"] == "complete") & (self.frame["headline"].astype(bool))]
         if track is not None:
             rows = rows[rows["track"] == track]
         return rows.reset_index(drop=True)
@@ -322,14 +448,14 @@ def load_cards(results_dir: Path) -> CardIndex:
             card = read_card(path)
             if card["status"] == "complete":
                 _check_metrics(card, str(path))
-            row = card_row(card, path.parent)
+            new_rows = card_rows(card, path.parent)
         except CardError as exc:
             warnings.append(f"skipped {path}: {exc}")
             continue
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             warnings.append(f"skipped {path}: malformed card ({type(exc).__name__}: {exc})")
             continue
-        rows.append(row)
+        rows.extend(new_rows)
         cards[str(path.parent)] = card
     frame = pd.DataFrame(rows)
     for column in BASE_COLUMNS:

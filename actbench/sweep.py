@@ -48,7 +48,7 @@ from rich.table import Table
 
 from actbench.config import parse_override
 from actbench.errors import ActbenchError, InvalidConfig
-from actbench.runner import RunRequest, default_run_id, execute_run, resolve_device, resolve_track
+from actbench.runner import RunRequest, default_run_id, execute_run, resolve_device, resolve_run, resolve_track
 from actbench.store import CARD_FILE, CHECKPOINT_FILE, read_card
 
 EXECUTORS = ("local", "ray")
@@ -133,6 +133,7 @@ def plan_sweep(
     overrides: dict[str, Any] | None = None,
     train_subset: int | None = None,
     certify_samples: int | None = None,
+    recipe: str = "shared",
 ) -> list[RunRequest]:
     """Expand methods × (each method's part of the grid) × seeds into run requests with fixed run ids.
 
@@ -156,9 +157,9 @@ def plan_sweep(
 
     base = RunRequest(method=methods[0], track=track, preset=preset, epochs=epochs, budget=budget,
                       out=Path(out), data_dir=data_dir, device=device, train_subset=train_subset,
-                      certify_samples=certify_samples, progress=False)  # fmt: skip
+                      certify_samples=certify_samples, progress=False, recipe=recipe)  # fmt: skip
     resolved = resolve_track(base)  # validates track, preset and budget
-    specs = {name: load_method(name, track, {}) for name in methods}
+    specs = {name: load_method(name, track, {}, recipe=recipe) for name in methods}
     _check_keys("grid key", grid_values, specs)
     _check_keys("--set key", overrides, specs)
 
@@ -169,10 +170,11 @@ def plan_sweep(
         own_grid = method_keys(name, spec, grid_values)
         for combo in itertools.product(*own_grid.values()):
             params = {**fixed, **dict(zip(own_grid, combo, strict=True))}
-            method = _validated(load_method, name, track, resolved, params)
+            _validated(load_method, name, track, resolved, params, recipe)
             for seed in seeds:
                 request = dataclasses.replace(base, method=name, seed=seed, overrides=dict(params))
-                request.run_id = default_run_id(method, resolved, request)
+                run_track, method = resolve_run(request)  # the method's recipe and selection rule applied
+                request.run_id = default_run_id(method, run_track, request)
                 if request.run_id in seen:
                     continue
                 seen.add(request.run_id)
@@ -224,11 +226,12 @@ def _check_keys(what: str, keys: Iterable[str], specs: dict[str, Any]) -> None:
                                 f"it takes {', '.join(owners[0].params)}")  # fmt: skip
 
 
-def _validated(load_method: Callable[..., Any], name: str, track: str, resolved: Any, params: dict[str, Any]) -> Any:
+def _validated(load_method: Callable[..., Any], name: str, track: str, resolved: Any, params: dict[str, Any],
+               recipe: str = "shared") -> Any:
     """The method spec with ``params`` applied; bad values raise InvalidConfig naming the method."""
     shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
     try:
-        method = load_method(name, track, dict(params))
+        method = load_method(name, track, dict(params), recipe=recipe)
         from actbench.objectives import create_objective
 
         create_objective(method, resolved)  # the objective's own checks (ranges, combinations)

@@ -1,6 +1,8 @@
-"""Print the files of every complete run under results/ (cards, histories, radii; never checkpoints).
+"""Print the files of every complete run under results/: card, history, every radii file, the model and its
+ONNX export (never checkpoints).
 
-Used to commit a study's results: ``git add $(python scripts/stage-complete-runs.py)``.
+Used to commit a study's results: ``git add $(python scripts/stage-complete-runs.py)``. The model files are
+published so that anyone can re-certify a committed number (``tests/test_published_models.py`` does).
 """
 
 import json
@@ -14,6 +16,9 @@ for card_path in sorted(root.glob("*/*/card.json")):
     except (OSError, json.JSONDecodeError):
         continue
     if card.get("status") == "complete":
-        for name in ("card.json", "history.csv", "radii.parquet"):
-            if (card_path.parent / name).is_file():
-                print(card_path.parent / name)
+        run = card_path.parent
+        radii = sorted(p.name for p in run.glob("radii*.parquet"))
+        names = ["card.json", "history.csv", "model.pt", "model.onnx", *radii]
+        for name in dict.fromkeys(names):
+            if (run / name).is_file():
+                print(run / name)

@@ -32,7 +32,8 @@ def complete_run(path, samples: int = 16):
     0.02, so every correctly classified, unattacked sample is searched)."""
     run = make_run(path, samples=samples)
     card = read_card(run)
-    card["track"]["complete"] = {"eps": [0.03], "timeout": 10}
+    card["track"]["certify_complete"] = {"verifier": "bab", "eps": [0.03], "samples": None, "timeout": 10.0,
+                                         "options": {}}
     write_card(run, card)
     return run
 
@@ -41,14 +42,16 @@ def test_bab_phase_counts_and_records(tmp_path):
     run = complete_run(tmp_path / "run")
     card = certify_run(run, verifier="bab", progress=False, attack_settings=FAST_ATTACK, complete_timeout=5,
                        complete_samples=12)
-    phase = card["metrics"]["complete"]
+    record = card["certifications"][-1]  # another protocol than the track's: a record beside the headline
+    assert not record["track_protocol"] and record["protocol"]["complete"]["timeout"] == 5
+    phase = record["metrics"]["complete"]
     assert phase["verifier"] == "bab" and phase["samples"] == 12 and phase["eps"] == [0.03]
     (row,) = phase["per_eps"]
     parts = row["certified"] + row["falsified"] + row["unknown"] + row["misclassified"]
     assert parts == 12 and row["certified"] >= row["certified_by_cascade"]
     assert row["certified_accuracy"] == pytest.approx(row["certified"] / 12)
-    assert card["certification"]["complete"]["timeout"] == 5
-    rec = pd.read_parquet(run / "radii.parquet")
+    assert record["settings"]["complete"]["timeout"] == 5
+    rec = pd.read_parquet(run / record["radii"])
     status = rec["complete_0.03"].to_numpy(str)
     assert (status[12:] == "").all() and set(status[:12]) <= {"certified", "verified", "falsified", "unknown",
                                                                "misclassified"}
@@ -84,7 +87,7 @@ def test_interrupted_phase_resumes_without_redoing_samples(tmp_path, monkeypatch
     calls.clear()
     monkeypatch.setattr(complete_pkg, "verify_compiled", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     card = certify_run(run, **kwargs)
-    searched = card["metrics"]["complete"]["per_eps"][0]["searched"]
+    searched = card["certifications"][-1]["metrics"]["complete"]["per_eps"][0]["searched"]
     assert searched >= 3 and len(calls) == searched - 2
     calls.clear()
     certify_run(run, **kwargs)  # everything is logged: nothing is searched again
@@ -96,14 +99,16 @@ def test_interrupted_phase_resumes_without_redoing_samples(tmp_path, monkeypatch
 def test_alpha_crown_in_the_cascade_only_raises_radii(tmp_path):
     run = make_run(tmp_path / "run", samples=12)
     base = certify_run(run, verifiers=["ibp", "crown-ibp"], progress=False, attack_settings=FAST_ATTACK)
-    r0 = pd.read_parquet(run / "radii.parquet")["radius_best"].to_numpy()
+    base = base["certifications"][-1]
+    r0 = pd.read_parquet(run / base["radii"])["radius_best"].to_numpy()
     card = certify_run(run, verifiers=["ibp", "crown-ibp", "alpha-crown"], progress=False,
                        attack_settings=FAST_ATTACK)
-    rec = pd.read_parquet(run / "radii.parquet")
+    record = card["certifications"][-1]
+    rec = pd.read_parquet(run / record["radii"])
     assert "radius_alpha-crown" in rec and (rec["radius_best"].to_numpy() >= r0).all()
-    assert card["metrics"]["acr"]["best"] >= base["metrics"]["acr"]["best"]
+    assert record["metrics"]["acr"]["best"] >= base["metrics"]["acr"]["best"]
     single = certify_run(run, verifier="alpha-crown", progress=False, attack_settings=FAST_ATTACK)
-    assert single["certification"]["verifiers"] == ["alpha-crown"]
+    assert single["certifications"][-1]["settings"]["verifiers"] == ["alpha-crown"]
 
 
 def test_bad_complete_settings_are_rejected_before_anything_is_written(tmp_path):
@@ -116,3 +121,12 @@ def test_bad_complete_settings_are_rejected_before_anything_is_written(tmp_path)
     with pytest.raises(InvalidConfig):
         CompleteSettings.from_track({"samples": 10, "typo": 1}, [0.1])
     assert read_card(run) == before and not (run / STATE_FILE).exists()
+
+
+def test_track_with_complete_table_makes_it_part_of_the_headline(tmp_path):
+    run = complete_run(tmp_path / "run", samples=8)
+    card = certify_run(run, progress=False)
+    record = card["certifications"][-1]
+    assert record["track_protocol"] and "complete bab at 0.03" in record["protocol"]["label"]
+    assert card["metrics"]["complete"]["per_eps"][0]["eps"] == 0.03
+    assert "complete_0.03" in pd.read_parquet(run / "radii.parquet")

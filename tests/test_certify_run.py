@@ -27,29 +27,43 @@ def test_certify_run_writes_card_and_radii_reproducibly(tmp_path):
     run = make_run(tmp_path / "run-a", samples=24)
     with one_thread():
         card = certify_run(run, verifier="ibp", progress=False, attack_settings=FAST_ATTACK)
-    assert card["status"] == "complete"
-    metrics, cert = card["metrics"], card["certification"]
+    # not the track's protocol (one verifier, a weaker attack): a record of its own, no headline yet
+    assert card["status"] == "trained" and "metrics" not in card
+    (record,) = card["certifications"]
+    assert not record["track_protocol"] and record["radii"] == f"radii-{record['protocol']['id']}.parquet"
+    metrics, cert = record["metrics"], record["settings"]
     assert metrics["samples"] == 24 and metrics["eps_grid"] == [0.0, 0.005, 0.01, 0.015, 0.02]
     assert set(metrics["acr"]) == {"ibp", "best"} and len(metrics["attack_accuracy"]) == 5
     assert metrics["eps_test"] == [0.01] and len(metrics["certified_accuracy_test"]["best"]) == 1
     assert cert["verifier"] == "ibp" and cert["dtype"] == "float64" and cert["eps_max"] == 0.02
-    first = pd.read_parquet(run / "radii.parquet")
+    first = pd.read_parquet(run / record["radii"])
     assert len(first) == 24 and metrics["acr"]["best"] == pytest.approx(first["radius_best"].mean(), abs=1e-15)
     with one_thread():
-        certify_run(run, verifier="ibp", progress=False, attack_settings=FAST_ATTACK)
-    second = pd.read_parquet(run / "radii.parquet")
+        again = certify_run(run, verifier="ibp", progress=False, attack_settings=FAST_ATTACK)
+    assert len(again["certifications"]) == 1  # the same protocol refreshes its record
+    second = pd.read_parquet(run / record["radii"])
     pd.testing.assert_series_equal(first["radius_ibp"], second["radius_ibp"], check_exact=True)
     pd.testing.assert_series_equal(first["radius_attack"], second["radius_attack"], check_exact=True)
-    assert not list(run.glob(".*.tmp"))
+    assert not list(run.glob(".*.tmp")) and not (run / "radii.parquet").exists()
+    # the track's protocol (its cascade, the default attack, its samples): the headline
+    with one_thread():
+        card = certify_run(run, progress=False)
+    assert card["status"] == "complete" and len(card["certifications"]) == 2
+    headline = card["certifications"][-1]
+    assert headline["track_protocol"] and headline["radii"] == "radii.parquet"
+    assert card["metrics"] == headline["metrics"] and card["certification"]["protocol"] == headline["protocol"]["id"]
+    assert (run / "radii.parquet").exists()
 
 
 def test_cascade_uses_track_verifiers(tmp_path):
     run = make_run(tmp_path / "run-b", samples=12)
     with one_thread():
         card = certify_run(run, progress=False, attack=False, samples=12)
-    assert card["certification"]["verifiers"] == ["ibp", "crown-ibp"]
-    assert card["metrics"]["attack_accuracy"] is None
-    rec = pd.read_parquet(run / "radii.parquet")
+    (record,) = card["certifications"]
+    assert record["settings"]["verifiers"] == ["ibp", "crown-ibp"]
+    assert record["metrics"]["attack_accuracy"] is None
+    assert not record["protocol"]["checked"] and "not checked" in record["protocol"]["label"]
+    rec = pd.read_parquet(run / record["radii"])
     assert {"radius_ibp", "radius_crown-ibp", "radius_best", "status"} <= set(rec.columns)
 
 

@@ -101,3 +101,30 @@ def test_run_standard_end_to_end_writes_a_valid_card(tmp_path):
     again = actbench(*args)
     assert again.returncode == 0 and "already complete" in again.stdout
     assert json.loads(cards[0].read_text())["updated"] == card["updated"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not is_available("fashion-mnist"), reason="Fashion-MNIST files not installed")
+def test_ctrl_c_marks_the_run_interrupted_and_resume_says_from_where(tmp_path):
+    import signal
+    import time
+
+    args = ["run", "--method", "ibp", "--dataset", "fashion-mnist", "--preset", "quick", "--epochs", "3",
+            "--train-subset", "1500", "--samples", "20", "--out", str(tmp_path), "--quiet"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "actbench.cli", *args], cwd=ROOT, text=True,
+                            env={**os.environ, "COLUMNS": "200"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not list(tmp_path.glob("fashion-mnist/*/checkpoint.pt")):
+        time.sleep(0.2)
+    assert list(tmp_path.glob("fashion-mnist/*/checkpoint.pt")), "no checkpoint within 10 minutes"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    (card_path,) = tmp_path.glob("fashion-mnist/*/card.json")
+    assert read_card(card_path)["status"] == "interrupted"
+    hint = [line for line in err.splitlines() if "interrupted" in line]
+    assert len(hint) == 1 and f"actbench run --resume {card_path.parent}" in hint[0]
+    resumed = actbench("run", "--resume", str(card_path.parent), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {card_path.parent} after epoch" in resumed.stderr and "of 3" in resumed.stderr
+    assert read_card(card_path)["status"] == "complete"

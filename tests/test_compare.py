@@ -28,7 +28,7 @@ from actbench.compare import (
     runs_table,
     threshold_table,
 )
-from actbench.errors import InvalidConfig, UnknownName
+from actbench.errors import CardError, InvalidConfig, NoResults, UnknownName
 from actbench.store import acr_column, cert_column, headline_eps, load_cards
 
 
@@ -42,10 +42,24 @@ def _track(card: dict) -> str:
 
 
 def _key(card: dict) -> tuple:
+    """A configuration, read independently from the raw card: everything that is not the seed."""
     method = card["method"]
-    key = method.get("key_param")
-    value = float(method["params"][key]) if key else None
-    return method["name"], value, card["track"].get("preset", "full")
+    return (method["name"], json.dumps(method.get("params") or {}, sort_keys=True),
+            json.dumps(card["budget"]["limit"], sort_keys=True), card["track"].get("preset", "full"),
+            card["track"].get("train_subset"))
+
+
+def _configs(cards: list[dict]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for card in cards:
+        groups[_key(card)].append(card)
+    return groups
+
+
+def _mean(cards: list[dict], value) -> float:
+    values = [value(c) for c in cards]
+    values = [v for v in values if finite(v)]
+    return statistics.mean(values) if values else math.nan
 
 
 def _headline(card: dict) -> float:
@@ -88,9 +102,9 @@ def test_runs_table_mean_std_and_ranking(root: Path) -> None:
         assert len(table) == len(groups)
         assert list(table["rank"]) == list(range(1, len(table) + 1))
         for _, row in table.iterrows():
-            value = None if pd.isna(row["key_value"]) else float(row["key_value"])
-            cards = groups[(row["method"], value, row["preset"])]
-            assert row["n"] == len(cards)
+            members = set(row["runs"].split(","))
+            (cards,) = [cs for cs in groups.values() if {c["run_id"] for c in cs} == members]
+            assert row["n"] == len(cards) and len({c["method"]["name"] for c in cards}) == 1
             acrs = [c["metrics"]["acr"]["best"] for c in cards]
             cleans = [c["metrics"]["clean_accuracy"] for c in cards]
             assert row["acr_best_mean"] == pytest.approx(statistics.mean(acrs))
@@ -107,6 +121,7 @@ def test_runs_table_mean_std_and_ranking(root: Path) -> None:
 
 
 def test_threshold_cells_match_cards(root: Path) -> None:
+    """Threshold cells are seed means of configurations (never a single run), checked from the raw cards."""
     index = load_cards(root)
     taus = (0.5, 0.6, 0.7, 0.8, 0.9)
     for track in _tracks(root):
@@ -114,21 +129,22 @@ def test_threshold_cells_match_cards(root: Path) -> None:
         table = threshold_table(index.frame, track, taus)
         methods = sorted({c["method"]["name"] for c in cards})
         assert len(table) == len(taus) * len(methods)
+        groups = _configs(cards)
         for tau in taus:
             for method in methods:
                 row = table[(table["threshold"] == tau) & (table["method"] == method)].iloc[0]
-                ok = [c for c in cards if c["method"]["name"] == method and c["metrics"]["clean_accuracy"] >= tau]
-                assert row["runs"] == len(ok)
+                mine = [cs for key, cs in groups.items() if key[0] == method]
+                assert row["configs"] == len(mine)
+                ok = [cs for cs in mine if _mean(cs, lambda c: c["metrics"]["clean_accuracy"]) >= tau - 1e-12]
+                assert row["qualifying"] == len(ok)
                 if not ok:
                     assert math.isnan(row["best_acr"]) and math.isnan(row["best_cert"])
                     continue
-                best = max(ok, key=lambda c: c["metrics"]["acr"]["best"])
-                assert row["best_acr"] == pytest.approx(best["metrics"]["acr"]["best"])
-                assert row["best_acr_run"] in {c["run_id"] for c in ok
-                                               if c["metrics"]["acr"]["best"] == best["metrics"]["acr"]["best"]}
-                certs = [_cert_at_headline(c) for c in ok if finite(_cert_at_headline(c))]
-                if certs:
-                    assert row["best_cert"] == pytest.approx(max(certs))
+                assert row["best_acr"] == pytest.approx(max(_mean(cs, lambda c: c["metrics"]["acr"]["best"])
+                                                            for cs in ok))
+                certs = [_mean(cs, _cert_at_headline) for cs in ok]
+                if any(finite(v) for v in certs):
+                    assert row["best_cert"] == pytest.approx(max(v for v in certs if finite(v)))
 
 
 def test_threshold_table_says_dash_when_no_run_qualifies(root: Path) -> None:
@@ -142,19 +158,25 @@ def test_threshold_table_says_dash_when_no_run_qualifies(root: Path) -> None:
 
 
 def test_pareto_front_matches_brute_force(root: Path) -> None:
+    """Fronts over configuration means (clean × ACR and clean × certified), checked by brute force."""
     index = load_cards(root)
     for track in _tracks(root):
         front = pareto_front(index.frame, track)
-        cards = {c["run_id"]: c for c in raw_cards(root) if _track(c) == track}
+        groups = _configs([c for c in raw_cards(root) if _track(c) == track])
+        points = {key: (_mean(cs, lambda c: c["metrics"]["clean_accuracy"]),
+                        _mean(cs, lambda c: c["metrics"]["acr"]["best"]), _mean(cs, _cert_at_headline))
+                  for key, cs in groups.items()}
+        assert len(front) == len(points)
         for _, row in front.iterrows():
-            me = cards[row["run_id"]]
-            mine = [c for c in cards.values() if c["method"]["name"] == me["method"]["name"]]
-            x, y = me["metrics"]["clean_accuracy"], me["metrics"]["acr"]["best"]
-            dominated = any(
-                c["metrics"]["clean_accuracy"] >= x and c["metrics"]["acr"]["best"] >= y
-                and (c["metrics"]["clean_accuracy"] > x or c["metrics"]["acr"]["best"] > y) for c in mine
-            )
+            (key,) = [k for k, (x, y, _) in points.items() if k[0] == row["method"]
+                      and x == pytest.approx(row["clean_accuracy"]) and y == pytest.approx(row["acr"])]
+            x, y, z = points[key]
+            mine = [p for k, p in points.items() if k[0] == row["method"]]
+            dominated = any(a >= x and b >= y and (a > x or b > y) for a, b, _ in mine)
             assert bool(row["on_front"]) == (not dominated)
+            if finite(z):
+                dominated = any(a >= x and c >= z and (a > x or c > z) for a, _, c in mine if finite(c))
+                assert bool(row["on_front_cert"]) == (not dominated)
         assert front.groupby("method")["on_front"].any().all()  # every method has a front
 
 
@@ -187,9 +209,12 @@ def test_corrupt_cards_are_skipped_with_their_path(root: Path, tmp_path: Path) -
     for name in bad:
         assert any(str(results / track / name / "card.json") in w for w in index.warnings), name
     assert len(index.complete()) == len(raw_cards(root))
-    text = compare_command(results, track, None, "best", "table")
+    with pytest.raises(CardError, match="unreadable card.*--skip-invalid"):
+        compare_command(results, track, None, "best", "table")
+    text = compare_command(results, track, None, "best", "table", skip_invalid=True)
     assert "warning: skipped" in text and "bad-json" in text
-    assert compare_command(results, track, None, "best", "csv").count("\n") == len(runs_table(index.frame, track)) + 1
+    csv = compare_command(results, track, None, "best", "csv", skip_invalid=True)
+    assert csv.count("\n") == len(runs_table(index.frame, track)) + 1
 
 
 def test_compare_command_formats(root: Path) -> None:
@@ -201,7 +226,8 @@ def test_compare_command_formats(root: Path) -> None:
     data = json.loads(compare_command(root, track, "0.6,0.8", "best", "json"))
     assert data["track"] == track and len(data["runs"]) == len(expected)
     assert {t["threshold"] for t in data["thresholds"]} == {0.6, 0.8}
-    assert {p["run_id"] for p in data["pareto"]} == set(index.complete(track)["run_id"])
+    assert {p["config"] for p in data["pareto"]} == set(index.complete(track)["config"])
+    assert data["protocol"]["id"] and data["tuning_budgets"] and len(data["hypervolume"]) == len(data["tuning_budgets"])
     markdown = compare_command(root, track, None, "best", "markdown")
     assert markdown.count("\n| ") >= len(expected) + 2
     table = compare_command(root, track, None, "ibp", "table")
@@ -230,7 +256,10 @@ def test_compare_command_errors(root: Path, tmp_path: Path) -> None:
     for bad in ("", "abc", "70", "-0.1", "0.5,x"):
         with pytest.raises(InvalidConfig):
             compare_command(root, track, bad, "best", "table")
-    assert "no complete runs" in compare_command(tmp_path, None, None, "best", "table")
+    with pytest.raises(NoResults, match="no run cards"):
+        compare_command(tmp_path, None, None, "best", "table")
+    with pytest.raises(NoResults, match="does not exist"):
+        compare_command(tmp_path / "missing", None, None, "best", "table")
 
 
 def test_parse_thresholds() -> None:
@@ -264,3 +293,5 @@ def test_runs_given_other_budgets_get_their_own_rows(root: Path, tmp_path: Path)
                                                                             "markdown", original)
     with pytest.raises(InvalidConfig):
         compare_command(copy, track, None, "best", "table", "twelve")
+    with pytest.raises(NoResults, match="runs exist but none was given budget epochs=99"):
+        compare_command(copy, track, None, "best", "table", "epochs=99")

@@ -34,7 +34,7 @@ def test_registry_lists_all_methods_with_titles() -> None:
 
 
 @pytest.mark.parametrize("name,track,key,value", [
-    ("adaptive", "cifar10", "kappa", 0.25), ("adaptive", "mnist", "kappa", 0.0), ("ibp", "cifar10", "kappa", 0.25),
+    ("adaptive", "cifar10", "kappa", 0.25), ("adaptive", "mnist", "kappa", 0.0), ("ibp", "cifar10", "kappa", 0.0),
     ("sabr", "cifar10", "lam", 0.7), ("sabr", "mnist", "lam", 0.6), ("sabr", "tinyimagenet", "lam", 0.4),
     ("mtl_ibp", "cifar10", "alpha", 0.5), ("mtl_ibp", "mnist", "alpha", 0.08), ("crown_ibp", "mnist", "kappa", 0.0),
 ])  # fmt: skip
@@ -105,3 +105,53 @@ def test_bad_overrides(name: str, overrides: dict, match: str) -> None:
 def test_missing_user_file(tmp_path) -> None:
     with pytest.raises(InvalidConfig, match="does not exist"):
         load_method(str(tmp_path / "nope.toml"), "mnist", {})
+
+
+def test_model_selection_rule_per_family() -> None:
+    assert load_method("standard", "fashion-mnist", {}).selection == "val-accuracy"
+    assert load_method("pgd", "fashion-mnist", {}).selection == "val-pgd-accuracy"
+    for name in ("ibp", "crown_ibp", "sabr", "mtl_ibp", "adaptive"):
+        assert load_method(name, "fashion-mnist", {}).selection is None  # the track's val-acceps
+
+
+@pytest.mark.parametrize("name", ["ibp", "crown_ibp", "sabr", "mtl_ibp", "adaptive"])
+@pytest.mark.parametrize("track", ["mnist", "cifar10", "tinyimagenet"])
+def test_published_recipes_exist_for_the_paper_tracks(name: str, track: str) -> None:
+    shared = load_method(name, track, {})
+    published = load_method(name, track, {}, recipe="published")
+    assert shared.recipe == "shared" and not shared.recipe_track
+    assert published.recipe == "published" and published.recipe_source
+    assert published.recipe_record()["name"] == "published"
+    if name != "adaptive":  # ACERT's published recipe is the tracks' shared one
+        assert published.recipe_track["lr"] == 5e-4 and published.recipe_track["lr_schedule"] == "multistep"
+
+
+def test_published_recipe_values_from_the_papers() -> None:
+    ibp = load_method("ibp", "cifar10", {}, recipe="published")
+    assert ibp.recipe_track["budget"] == "epochs=160" and ibp.params["kappa"] == 0.0
+    sabr = load_method("sabr", "cifar10", {}, recipe="published")
+    assert sabr.params["lam"] == 0.7 and sabr.recipe_track["grad_clip"] == 0.0
+    mtl = load_method("mtl_ibp", "mnist", {}, recipe="published")
+    assert mtl.params["alpha"] == 0.08 and mtl.recipe_track["warmup_epochs"] == 0
+    # --set still wins over the recipe
+    assert load_method("sabr", "cifar10", {"lam": 0.5}, recipe="published").params["lam"] == 0.5
+
+
+@pytest.mark.parametrize("name,track,recipe,match", [
+    ("standard", "cifar10", "published", "no recipe 'published'"),
+    ("ibp", "fashion-mnist", "published", "no published recipe for track 'fashion-mnist'"),
+    ("ibp", "cifar10", "paper", "no recipe 'paper'"),
+])  # fmt: skip
+def test_unknown_recipes_are_clear_errors(name: str, track: str, recipe: str, match: str) -> None:
+    with pytest.raises(InvalidConfig, match=match):
+        load_method(name, track, {}, recipe=recipe)
+
+
+def test_recipe_cannot_change_what_the_track_fixes(tmp_path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(GOOD + '[recipes.published.cifar10]\nsource = "x"\ntrack = { eps = 0.5 }\n')
+    with pytest.raises(InvalidConfig, match="cannot set \\['eps'\\]"):
+        load_method(str(path), "cifar10", {}, recipe="published")
+    path.write_text(GOOD.replace("ibp_init = true", 'ibp_init = true\nselection = "val-best"'))
+    with pytest.raises(InvalidConfig, match="selection 'val-best'"):
+        load_method(str(path), "cifar10", {})

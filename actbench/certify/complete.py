@@ -71,18 +71,13 @@ class CompleteSettings:
 
     @classmethod
     def from_track(cls, table: dict[str, Any], eps_default: Sequence[float]) -> CompleteSettings | None:
-        """From a track's ``[complete]`` table (None when the track has none)."""
-        from actbench.config import parse_eps
+        """From a track's ``[certify_complete]`` table (None when the track has none)."""
+        from actbench.config import complete_table
 
         if not table:
             return None
-        known = {"verifier", "eps", "samples", "timeout", "options"}
-        bad = set(table) - known
-        if bad:
-            raise InvalidConfig(f"track [complete]: unknown keys {sorted(bad)}; known: {sorted(known)}")
-        eps = tuple(parse_eps(e) for e in table.get("eps", eps_default))
-        return cls(table.get("verifier", "bab"), eps, table.get("samples"), float(table.get("timeout", 10.0)),
-                   dict(table.get("options", {}))).check()
+        t = complete_table(table, float(eps_default[0]))
+        return cls(t["verifier"], tuple(t["eps"]), t["samples"], t["timeout"], t["options"]).check()
 
 
 @dataclass

@@ -1,8 +1,14 @@
-"""(Re-)certify a trained run folder: read its card and model, certify the test split, update the card.
+"""(Re-)certify a trained run folder: read its card and model, certify the test split, record it in the card.
+
+Every certification is a record under its protocol (``certify.protocol``): the card keeps one record
+per protocol. A certification under the track's protocol is the card's headline (``metrics``, the
+leaderboard row) and writes ``radii.parquet``; any other protocol (fewer samples, another verifier,
+float32, no attack, another grid) adds or refreshes its own record and ``radii-<protocol id>.parquet``
+and never touches the headline.
 
 Every input is checked (card, verifier names, eps grid, dtype, checkpoint, data) before anything is
 written; a bad input raises one ``ActbenchError`` subclass and leaves the folder untouched. On
-success ``radii.parquet`` (per-sample records) and then ``card.json`` are replaced atomically.
+success the radii file and then ``card.json`` are replaced atomically.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from actbench.certify.engine import (
     check_verifiers,
     resolve_dtype,
 )
+from actbench.certify.protocol import Protocol, track_protocol
 from actbench.config import parse_eps, parse_eps_grid
 from actbench.errors import CardError, CheckpointError, InvalidConfig, UnknownName
-from actbench.store import MODEL_FILE, RADII_FILE, atomic_write, read_card, write_card
+from actbench.store import MODEL_FILE, RADII_FILE, atomic_write, read_card, utc_now, write_card
 
 
 def _resolve_verifiers(verifier: str, verifiers: Sequence[str] | None, track: dict[str, Any]) -> tuple[str, ...]:
@@ -39,8 +46,8 @@ def _resolve_verifiers(verifier: str, verifiers: Sequence[str] | None, track: di
 
 def _complete_settings(verifier: str, track: dict[str, Any], run_dir: Path, timeout: float | None,
                        samples: int | None) -> CompleteSettings | None:
-    """The complete phase: the track's ``[complete]`` table for ``cascade``; ``bab``/``milp`` force it."""
-    table = dict(track.get("complete") or {})
+    """The complete phase: the track's ``[certify_complete]`` table for ``cascade``; ``bab``/``milp`` force it."""
+    table = dict(track.get("certify_complete") or {})
     if verifier in COMPLETE_VERIFIERS:
         table["verifier"] = verifier
     elif verifier != "cascade" or not table:
@@ -77,7 +84,7 @@ def certify_run(
     first); ``verifiers`` gives an explicit cascade instead. ``eps_grid`` defaults to the track's grid;
     ``samples`` to the track's ``certify_samples`` (None: whole test split). ``verifier="bab"`` or
     ``"milp"`` adds complete verification after the cascade (``certify.complete``; the track's
-    ``[complete]`` table gives its eps, subset and time limit, ``complete_timeout`` and
+    ``[certify_complete]`` table gives its eps, subset and time limit, ``complete_timeout`` and
     ``complete_samples`` override them); ``cascade`` runs it when the track has that table.
     """
     from actbench.data import get_info, load_splits
@@ -111,6 +118,12 @@ def certify_run(
             f"{model_file}: the model takes {meta.get('in_shape')} with {meta.get('num_classes')} classes, but "
             f"track dataset {dataset} has {list(info.in_shape)} with {info.num_classes}; wrong checkpoint?")
     splits = load_splits(dataset, data_dir, val_size=int(track.get("val_size", 5000)), augment=False)
+    settings = attack_settings or AttackSettings()
+    protocol = Protocol(
+        verifiers=chosen, cascade=True, dtype=str(torch_dtype).replace("torch.", ""),
+        samples=None if samples is None else int(samples), eps_grid=tuple(grid), max_seconds=max_seconds,
+        attack=settings.to_dict() if attack else None, complete=None if complete is None else complete.to_dict(),
+    )  # fmt: skip
 
     report = certify(
         model, splits.test, eps_max, grid, verifiers=chosen, attack=attack,
@@ -119,11 +132,19 @@ def certify_run(
         attack_settings=attack_settings, complete=complete,
     )  # fmt: skip
 
-    radii_name = card.get("files", {}).get("radii", RADII_FILE)
+    is_track = protocol.id == track_protocol(track).id
+    radii_name = card.get("files", {}).get("radii", RADII_FILE) if is_track else f"radii-{protocol.id}.parquet"
     atomic_write(run_dir / radii_name, lambda tmp: report.records.to_parquet(tmp, index=False))
-    card["metrics"] = report.summary
-    card["certification"] = {"verifier": verifier if verifiers is None else "cascade", **report.settings}
-    card["status"] = "complete"
-    card.setdefault("files", {})["radii"] = radii_name
+    cert_settings = {"verifier": verifier if verifiers is None else "cascade", **report.settings,
+                     "protocol": protocol.id}  # fmt: skip
+    record = {"protocol": protocol.record(), "track_protocol": is_track, "metrics": report.summary,
+              "settings": cert_settings, "radii": radii_name, "created": utc_now()}  # fmt: skip
+    others = [r for r in card.get("certifications", []) if (r.get("protocol") or {}).get("id") != protocol.id]
+    card["certifications"] = [*others, record]
+    if is_track:
+        card["metrics"] = report.summary
+        card["certification"] = cert_settings
+        card["status"] = "complete"
+        card.setdefault("files", {})["radii"] = radii_name
     write_card(run_dir, card)
     return read_card(run_dir)

@@ -31,13 +31,19 @@ from actbench.compare import (
     DASH,
     DEFAULT_THRESHOLDS,
     TrackInfo,
+    budget_note,
     complete_runs,
+    config_labels,
     fmt_count,
     fmt_number,
+    hypervolume_table,
+    main_budget,
     pareto_front,
+    protocol_lines,
     runs_table,
     threshold_table,
     track_info,
+    tuning_budgets,
 )
 from actbench.config import format_eps
 from actbench.errors import InvalidConfig
@@ -141,7 +147,7 @@ def _run_href(track: str, run_dir: str, root: str) -> str:
 
 def _configs_view(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str]) -> TableView:
     """Seed-aggregated table (mean ± std), same numbers as ``actbench compare``."""
-    table = runs_table(frame, info.name)
+    table = runs_table(frame, info.name, protocol=info.protocol)
     d = info.acr_decimals
     metrics: list[tuple[str, str, list[str]]] = [("clean_accuracy", "acc", ["clean", "%"]),
                                                  (acr_column("best"), "acr", ["ACR", "best"]),
@@ -152,16 +158,15 @@ def _configs_view(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str]) 
     for eps in info.eps_test:
         metrics.append((attack_column(eps), "acc", ["attack", f"@{format_eps(eps)} %"]))
     metrics = [m for m in metrics if f"{m[0]}_mean" in table and table[f"{m[0]}_mean"].notna().any()]
-    keys = sorted({str(k) for k in table["key_param"].dropna()})
     show_budget = table["budget"].nunique() > 1  # runs given different budgets are separate rows
-    headers = [["#"], ["method"], [" / ".join(keys) or "key"], ["seeds"]] + ([["budget"]] if show_budget else [])
+    headers = [["#"], ["method"], ["configuration"], ["seeds"]] + ([["budget"]] if show_budget else [])
     headers += [m[2] for m in metrics] + [["epochs"], ["seconds"], ["propa-", "gations"]]
-    numeric = [True, False, True, True] + ([False] if show_budget else []) + [True] * (len(metrics) + 3)
+    numeric = [True, False, False, True] + ([False] if show_budget else []) + [True] * (len(metrics) + 3)
     view = TableView(headers=headers, numeric=numeric)
     for _, r in table.iterrows():
         cells = [Cell(str(r["rank"]), int(r["rank"])),
                  Cell(str(r["method"]), str(r["method"]), numeric=False, color=colors.get(r["method"])),
-                 Cell(_key_text(r["key_param"], r["key_value"]), _num(r["key_value"])),
+                 Cell(str(r["config_label"]), str(r["config_label"]), numeric=False),
                  Cell(str(r["n"]), int(r["n"]))]
         if show_budget:
             cells.append(Cell(str(r["budget"]), str(r["budget"]), numeric=False))
@@ -175,21 +180,21 @@ def _configs_view(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str]) 
 def _runs_view(runs: pd.DataFrame, front: pd.DataFrame, info: TrackInfo, colors: dict[str, str],
                root: str) -> TableView:
     """One row per complete run, linking to its run page."""
-    on_front = set(front.loc[front["on_front"].astype(bool), "run_id"]) if len(front) else set()
+    on_front = set(front.loc[front["on_front"].astype(bool), "config"]) if len(front) else set()
+    labels = config_labels(runs) if len(runs) else {}
     d = info.acr_decimals
     cert = cert_column("best", info.headline)
-    headers = [["run"], ["method"], ["key"], ["seed"], ["clean", "%"], ["ACR", "best"], ["ACR", "IBP"],
-               ["certified", f"@{format_eps(info.headline)} %"], ["Pareto", "front"], ["epochs"],
+    headers = [["run"], ["method"], ["configuration"], ["seed"], ["clean", "%"], ["ACR", "best"], ["ACR", "IBP"],
+               ["certified", f"@{format_eps(info.headline)} %"], ["config. on", "front"], ["epochs"],
                ["seconds"], ["updated"]]
-    view = TableView(headers=headers, numeric=[False, False, True, True, True, True, True, True, False, True,
+    view = TableView(headers=headers, numeric=[False, False, False, True, True, True, True, True, False, True,
                                                True, False])
     for _, r in runs.sort_values(acr_column("best"), ascending=False).iterrows():
-        front_mark = "yes" if r["run_id"] in on_front else ""
+        front_mark = "yes" if r["config"] in on_front else ""
         view.rows.append([
             Cell(str(r["run_id"]), str(r["run_id"]), href=_run_href(info.name, r["path"], "../"), numeric=False),
             Cell(str(r["method"]), str(r["method"]), numeric=False, color=colors.get(r["method"])),
-            Cell(f"{r['key_param']} {_key_text(r['key_param'], r['key_value'])}" if _has_key(r["key_param"])
-                 else DASH, _num(r["key_value"])),
+            Cell(labels.get(r["config"], DASH), labels.get(r["config"], ""), numeric=False),
             Cell(str(r["seed"]), int(r["seed"])),
             Cell(fmt_number(r["clean_accuracy"], "acc"), _num(r["clean_accuracy"])),
             Cell(fmt_number(r[acr_column("best")], "acr", d), _num(r[acr_column("best")])),
@@ -203,35 +208,51 @@ def _runs_view(runs: pd.DataFrame, front: pd.DataFrame, info: TrackInfo, colors:
     return view
 
 
-def _thresholds_views(frame: pd.DataFrame, info: TrackInfo, runs: pd.DataFrame, colors: dict[str, str],
+def _thresholds_views(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str],
                       thresholds: tuple[float, ...]) -> tuple[TableView, TableView]:
-    """Best ACR, and best certified accuracy at the headline eps, per method (rows) and clean-accuracy
-    level (columns); each cell links to the run that reaches it."""
-    table = threshold_table(frame, info.name, thresholds)
-    paths = dict(zip(runs["run_id"], runs["path"], strict=False))
-    headers = [["method"]] + [["clean", f"≥ {100 * tau:g}%"] for tau in thresholds]
-    numeric = [False] + [True] * len(thresholds)
+    """Best seed-mean ACR, and best seed-mean certified accuracy at the headline eps, per method (rows) and
+    clean-accuracy level (columns), over the method's configurations; the configuration is in the cell."""
+    table = threshold_table(frame, info.name, thresholds, protocol=info.protocol)
+    headers = [["method"], ["configs"]] + [["clean", f"≥ {100 * tau:g}%"] for tau in thresholds]
+    numeric = [False, True] + [True] * len(thresholds)
     views = (TableView(headers=headers, numeric=numeric, caption="best ACR"),
              TableView(headers=headers, numeric=numeric,
                        caption=f"best certified accuracy @{format_eps(info.headline)} (%)"))
     for method in dict.fromkeys(table["method"]):
         rows: tuple[list[Cell], list[Cell]] = ([], [])
+        configs = int(table[table["method"] == method]["configs"].iloc[0])
         for row in rows:
             row.append(Cell(str(method), str(method), numeric=False, color=colors.get(method)))
+            row.append(Cell(str(configs), configs))
         for tau in thresholds:
             r = table[(table["method"] == method) & (table["threshold"] == tau)].iloc[0]
-            best = ((r["best_acr"], r["best_acr_run"], "acr"), (r["best_cert"], r["best_cert_run"], "acc"))
-            for row, (value, run, kind) in zip(rows, best, strict=True):
-                href = _run_href(info.name, paths[run], "../") if run in paths else None
-                row.append(Cell(fmt_number(value, kind, info.acr_decimals), _num(value), href=href))
+            best = ((r["best_acr"], r["best_acr_std"], r["best_acr_config"], "acr"),
+                    (r["best_cert"], r["best_cert_std"], r["best_cert_config"], "acc"))
+            for row, (value, std, config, kind) in zip(rows, best, strict=True):
+                cell = _mean_cell(value, std, kind, info.acr_decimals)
+                cell.sub = " ".join(part for part in (cell.sub, f"({config})" if config else "") if part)
+                row.append(cell)
         for view, row in zip(views, rows, strict=True):
             view.rows.append(row)
     return views
 
 
-def _read_radii(run_dir: Path) -> pd.DataFrame | None:
+def _hypervolume_view(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str]) -> TableView:
+    """Per method: configurations, seeds and the two hypervolumes of its front of configuration means."""
+    table = hypervolume_table(frame, info.name, protocol=info.protocol)
+    view = TableView(headers=[["method"], ["configs"], ["seeds"], ["HV clean ×", f"cert @{format_eps(info.headline)}"],
+                              ["HV clean ×", "ACR/eps"]], numeric=[False, True, False, True, True])  # fmt: skip
+    for _, r in table.iterrows():
+        view.rows.append([Cell(str(r["method"]), str(r["method"]), numeric=False, color=colors.get(r["method"])),
+                          Cell(str(r["configs"]), int(r["configs"])), Cell(str(r["seeds"]), str(r["seeds"])),
+                          Cell(f"{r['hv_cert']:.4f}", float(r["hv_cert"])),
+                          Cell(f"{r['hv_acr']:.4f}", float(r["hv_acr"]))])  # fmt: skip
+    return view
+
+
+def _read_radii(run_dir: Path, name: str | None = None) -> pd.DataFrame | None:
     try:
-        radii = pd.read_parquet(run_dir / RADII_FILE)
+        radii = pd.read_parquet(run_dir / (name or RADII_FILE))
     except Exception:  # noqa: BLE001 - a missing or corrupt file only costs a plot
         return None
     return radii if "radius_best" in radii else None
@@ -245,16 +266,24 @@ def _read_history(run_dir: Path) -> pd.DataFrame | None:
     return history if len(history) else None
 
 
-def _best_run_curves(runs: pd.DataFrame, info: TrackInfo) -> dict[str, tuple[Any, Any, str]]:
-    """Certified accuracy vs eps of each method's best run (by ACR of the best verifier)."""
+def _best_config_curves(frame: pd.DataFrame, runs: pd.DataFrame, info: TrackInfo) -> dict[str, tuple[Any, Any, str]]:
+    """Certified accuracy vs eps of each method's configuration with the best mean ACR (best verifier),
+    averaged over that configuration's seeds (a configuration, not a lucky seed)."""
     curves: dict[str, tuple[Any, Any, str]] = {}
-    for method, group in runs.groupby("method", sort=True):
-        best = group.sort_values(acr_column("best"), ascending=False).iloc[0]
-        radii = _read_radii(Path(best["path"]))
-        label = f"{method} ({best['run_id']})"
-        if radii is not None:
-            xs, ys = plots.certified_curve(radii, info.eps)
-            curves[method] = (xs, ys, label)
+    front = pareto_front(frame, info.name, protocol=info.protocol)
+    for method, group in front.groupby("method", sort=True):
+        best = group.sort_values("acr", ascending=False).iloc[0]
+        members = runs[runs["config"] == best["config"]]
+        ys_all = []
+        xs = None
+        for _, run in members.iterrows():
+            radii = _read_radii(Path(run["path"]), run.get("radii_file"))
+            if radii is not None:
+                xs, ys = plots.certified_curve(radii, info.eps)
+                ys_all.append(ys)
+        if ys_all:
+            label = f"{method} ({best['config_label']}, {len(ys_all)} seed{'s' if len(ys_all) > 1 else ''})"
+            curves[method] = (xs, sum(ys_all) / len(ys_all), label)
     return curves
 
 
@@ -337,18 +366,16 @@ def _metrics_views(card: dict[str, Any], info: TrackInfo) -> tuple[TableView | N
 
 
 def _track_summary(index: CardIndex, track: str) -> dict[str, Any]:
-    rows = index.frame[index.frame["track"] == track]
+    rows = index.frame[index.frame["track"] == track].drop_duplicates("path")
     done = complete_runs(index.frame, track)
     info = track_info(index.frame, track)
     updated = [u for u in rows["updated"] if isinstance(u, str)]
     leader = None
-    table = runs_table(index.frame, track)
+    table = runs_table(index.frame, track, protocol=info.protocol)
     if len(table):
         top = table.iloc[0]
-        key = ""
-        if _has_key(top["key_param"]):
-            key = f" {top['key_param']} {_key_text(top['key_param'], top['key_value'])}"
-        leader = {"text": f"{top['method']}{key}", "acr": fmt_number(top["acr_best_mean"], "acr", info.acr_decimals),
+        leader = {"text": f"{top['method']} {top['config_label']}",
+                  "acr": fmt_number(top["acr_best_mean"], "acr", info.acr_decimals),
                   "clean": fmt_number(top["clean_accuracy_mean"], "acc")}
     return {
         "name": track, "title": info.title, "href": f"tracks/{slug(track)}.html", "eps": info.eps,
@@ -356,6 +383,15 @@ def _track_summary(index: CardIndex, track: str) -> dict[str, Any]:
         "methods": done["method"].nunique(), "updated": _when(max(updated)) if updated else DASH,
         "leader": leader,
     }
+
+
+def _budget_note(frame: pd.DataFrame, track: str, info: TrackInfo) -> str:
+    """The tuning-budget note of the track page ('' when every method had as many configurations)."""
+    table = runs_table(frame, track, protocol=info.protocol)
+    if table.empty:
+        return ""
+    budget = main_budget(table, track)
+    return budget_note(tuning_budgets(table[table["budget"].astype(str) == budget]))
 
 
 def build_site(results_dir: Path | str, out_dir: Path | str,
@@ -404,18 +440,20 @@ def _build_track(index: CardIndex, track: str, out_dir: Path, colors: dict[str, 
     """The track page, its two plots, and the page of each of its complete runs."""
     frame = index.frame
     info = track_info(frame, track)
-    runs = complete_runs(frame, track)
-    front = pareto_front(frame, track)
+    runs = complete_runs(frame, track, info.protocol)
+    front = pareto_front(frame, track, protocol=info.protocol)
     asset_dir = out_dir / "tracks" / slug(track)
     plots.pareto_plot(front, colors, asset_dir / "pareto.svg", info.eps)
-    curves = _best_run_curves(runs, info)
+    curves = _best_config_curves(frame, runs, info)
     if curves:
         plots.certified_plot(curves, colors, asset_dir / "certified.svg", info.eps, info.eps_test)
     legend = [(m, colors[m]) for m in sorted(set(runs["method"]))]
     write(out_dir / "tracks" / f"{slug(track)}.html", "track.html", root="../", page="track", info=info,
           summary=_track_summary(index, track), configs=_configs_view(frame, info, colors),
           runs=_runs_view(runs, front, info, colors, "../"),
-          thresholds=_thresholds_views(frame, info, runs, colors, thresholds),
+          thresholds=_thresholds_views(frame, info, colors, thresholds),
+          hypervolume=_hypervolume_view(frame, info, colors), protocol_lines=protocol_lines(frame, info),
+          budget_note=_budget_note(frame, track, info),
           pareto=f"{slug(track)}/pareto.svg", certified=f"{slug(track)}/certified.svg" if curves else None,
           curve_runs=[label for _, (_, _, label) in sorted(curves.items())], legend=legend,
           headline=format_eps(info.headline))
@@ -424,7 +462,7 @@ def _build_track(index: CardIndex, track: str, out_dir: Path, colors: dict[str, 
         card = index.cards[str(run_dir)]
         name = slug(run_dir.name)
         assets = out_dir / "runs" / slug(track) / name
-        radii, history = _read_radii(run_dir), _read_history(run_dir)
+        radii, history = _read_radii(run_dir, row.get("radii_file")), _read_history(run_dir)
         radii_svg = history_svg = None
         if radii is not None:
             plots.radius_histogram(radii, info.eps, info.eps_test, assets / "radii.svg",

@@ -2,8 +2,13 @@
 
 ``L = (1−κ)·CE_rob(lb_IBP(B(x, eps_t))) + κ·CE(z(x), y)`` (clean CE only while eps_t = 0), plus the
 Shi regularisers weighted by ``1 − eps_t/eps`` in the regulariser phase. κ mixing is the same as
-ACERT's so κ sweeps of the two methods compare. During the clean warm-up the IBP pass still runs (at
-eps 0) when the regularisers need its ReLU bounds, as in fast-IBP.
+ACERT's so κ sweeps of the two methods compare (κ = 0 is fast-IBP itself, whose loss has no clean term
+once eps > 0). During the clean warm-up the IBP pass still runs, on a box of radius 1e-6
+(``robust.MIN_REG_EPS``), so that the regularisers have intervals to act on, as in fast-IBP.
+
+Reference: shizhouxing/Fast-Certified-Robust-Training, ``train.py`` (loss = regulariser + robust CE,
+clean CE while eps = 0), ``certified.py:cert`` (``eps = max(eps, min_eps_reg)`` in the warm-up),
+``regularization.py:compute_reg`` (weight ``reg_lambda·(1 − eps/eps_max)``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from actbench.bounds import BoundResult
 from actbench.objectives import passes
 from actbench.objectives.base import Objective, Param, Stats, StepContext, register_objective, unit_interval
 from actbench.objectives.losses import robust_ce
-from actbench.objectives.robust import accuracy, combine, regulariser
+from actbench.objectives.robust import accuracy, combine, regulariser, regulariser_eps
 
 IBP_FAMILY_DEFAULTS = {
     "ibp_init": Param(bool, True, "redraw weights with the IBP initialisation of Shi et al. 2021"),
@@ -46,7 +51,8 @@ class IBPTraining(Objective):
         stats: Stats = {"clean_loss": float(clean.detach()), "train_acc": accuracy(logits, y)}
         robust = reg = None
         if ctx.eps_t > 0 or (self.shi_reg and ctx.reg_weight > 0):
-            result = passes.margin_bounds(model, x, y, ctx.eps_t, ctx, self.bound_method(ctx), bn_stats)
+            eps = regulariser_eps(ctx.eps_t)  # eps_t, or 1e-6 in the clean warm-up (regulariser only)
+            result = passes.margin_bounds(model, x, y, eps, ctx, self.bound_method(ctx), bn_stats)
             reg, reg_stats = regulariser(result, ctx, self.shi_reg)
             stats.update(reg_stats)
             if ctx.eps_t > 0:

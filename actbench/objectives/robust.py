@@ -7,6 +7,22 @@ import torch
 from actbench.objectives.base import Stats, StepContext
 from actbench.objectives.losses import mix, shi_regulariser
 
+MIN_REG_EPS = 1e-6
+"""Box radius of the regulariser's bound pass while the scheduled eps is 0 (the clean warm-up).
+
+At eps 0 every interval has zero width and Shi et al.'s tightness term is exactly 0, so every reference
+evaluates the regulariser on a 1e-6 box instead: ``min_eps_reg = 1e-6`` in Shi et al.'s fast-IBP
+(shizhouxing/Fast-Certified-Robust-Training, ``argparser.py`` and ``certified.py:cert``), SABR
+(eth-sri/SABR, ``src/parse_args.py --min_eps_reg``, ``src/train.py:compute_regularization``) and
+MTL-IBP (alessandrodepalma/expressive-losses, ``utils.py:eps_handling``); ACERT clamps its radii to
+1e-6 in the same phase (``adaptive.MIN_RADIUS``).
+"""
+
+
+def regulariser_eps(eps_t: float) -> float:
+    """The eps of a step's regulariser bound pass: ``eps_t``, or :data:`MIN_REG_EPS` when it is 0."""
+    return eps_t if eps_t > 0 else MIN_REG_EPS
+
 
 def regulariser(result: object, ctx: StepContext, enabled: bool) -> tuple[torch.Tensor | None, Stats]:
     """The weighted Shi regulariser ``reg_weight·(w_t·L_tight + w_r·L_relu)`` from a bound pass's

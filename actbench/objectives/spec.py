@@ -14,9 +14,16 @@ values from the papers where known::
     lam = 0.4
     [tracks.cifar10]                   # per-track values (registered track names)
     lam = 0.7
+    selection = "val-accuracy"         # optional model-selection rule (default: the track's, val-acceps)
+    [recipes.published.cifar10]        # optional named recipes: the method's own published training
+    source = "repo, file, command"     #   recipe on a track, selected with --recipe published
+    track = { lr = 5e-4, budget = "epochs=160" }   # track settings it changes (RECIPE_TRACK_KEYS)
+    params = { lam = 0.7 }                         # hyper-parameters it changes
 
-Resolution order: the objective's declared defaults, ``[params]``, ``[tracks.<track>]``, then the
-user's ``--set key=value`` overrides. Every value is type- and range-checked before training starts.
+Resolution order: the objective's declared defaults, ``[params]``, ``[tracks.<track>]``, the chosen
+recipe's ``params``, then the user's ``--set key=value`` overrides. Every value is type- and
+range-checked before training starts. The default recipe, ``shared``, is the track's own: one recipe for
+every method, the fair-comparison setting.
 """
 
 from __future__ import annotations
@@ -33,7 +40,11 @@ from actbench.objectives.base import Objective, declared_params, objective_class
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_DIRS = (ROOT / "methods", ROOT / "baselines", Path(__file__).resolve().parents[1] / "registry")
 REQUIRED = {"name": str, "title": str, "objective": str, "ibp_init": bool, "citation": dict}
-OPTIONAL = {"key_param": str, "params": dict, "tracks": dict, "description": str}
+OPTIONAL = {"key_param": str, "params": dict, "tracks": dict, "description": str, "selection": str, "recipes": dict}
+SHARED_RECIPE = "shared"
+RECIPE_TRACK_KEYS = ("budget", "batch_size", "lr", "lr_schedule", "lr_milestones", "lr_gamma", "warmup_epochs",
+                     "ramp_epochs", "reg_tightness", "reg_relu", "l1", "grad_clip", "augment")
+RECIPE_FIELDS = {"source": str, "track": dict, "params": dict}
 CITATION = {"authors": str, "title": str, "venue": str, "year": int, "link": str}
 
 
@@ -49,6 +60,14 @@ class MethodSpec:
     path: Path | None
     key_param: str | None
     description: str = field(default="", compare=False)
+    selection: str | None = None  # the method's model-selection rule; None: the track's
+    recipe: str = SHARED_RECIPE
+    recipe_track: dict[str, Any] = field(default_factory=dict)  # track settings the recipe changes
+    recipe_source: str = ""
+
+    def recipe_record(self) -> dict[str, Any]:
+        """What a run card records of the recipe: its name, source and the settings it changed."""
+        return {"name": self.recipe, "source": self.recipe_source, "track": dict(self.recipe_track)}
 
 
 def _registered() -> dict[str, Path]:
@@ -119,11 +138,44 @@ def read_spec(path: Path) -> dict[str, Any]:
     return raw
 
 
-def load_method(name_or_path: str | Path, track_name: str, overrides: dict[str, Any] | None = None) -> MethodSpec:
+def _recipe(raw: dict[str, Any], recipe: str, track_name: str | None, where: Path) -> dict[str, Any]:
+    """The ``[recipes.<recipe>.<track>]`` table, checked; empty for the shared recipe."""
+    recipes = raw.get("recipes", {})
+    for name, per_track in recipes.items():
+        if name == SHARED_RECIPE or not isinstance(per_track, dict):
+            raise InvalidConfig(f"method spec {where}: recipes.{name} must be a table of tracks "
+                                f"(and {SHARED_RECIPE!r} is reserved for the track's own recipe)")
+        for track, table in per_track.items():
+            if not isinstance(table, dict):
+                raise InvalidConfig(f"method spec {where}: recipes.{name}.{track} must be a table")
+            unknown = set(table) - set(RECIPE_FIELDS)
+            if unknown or not isinstance(table.get("source"), str):
+                raise InvalidConfig(f"method spec {where}: recipes.{name}.{track} needs a 'source' string and may "
+                                    f"have 'track' and 'params' tables; unknown: {sorted(unknown)}")
+            bad = set(table.get("track", {})) - set(RECIPE_TRACK_KEYS)
+            if bad:
+                raise InvalidConfig(f"method spec {where}: recipes.{name}.{track}.track cannot set {sorted(bad)}; "
+                                    f"a recipe may set: {', '.join(RECIPE_TRACK_KEYS)}")
+    if recipe == SHARED_RECIPE:
+        return {}
+    if recipe not in recipes:
+        known = [SHARED_RECIPE, *recipes]
+        raise InvalidConfig(f"method {raw['name']!r} has no recipe {recipe!r}; it has: {', '.join(known)}")
+    if track_name not in recipes[recipe]:
+        have = ", ".join(sorted(recipes[recipe])) or "none"
+        raise InvalidConfig(f"method {raw['name']!r} has no {recipe} recipe for track {track_name!r} (it has one for: "
+                            f"{have}); use --recipe {SHARED_RECIPE}, the track's recipe for every method")
+    return recipes[recipe][track_name]
+
+
+def load_method(name_or_path: str | Path, track_name: str, overrides: dict[str, Any] | None = None,
+                recipe: str = SHARED_RECIPE) -> MethodSpec:
     """Resolve a registered method name or a path to a spec TOML for ``track_name``.
 
-    Raises :class:`UnknownName` for an unregistered name and :class:`InvalidConfig` for a spec with a
-    missing/mistyped field, an unknown parameter or an out-of-range value (also in ``overrides``).
+    ``recipe`` names a training recipe: ``shared`` (the track's, the default) or one of the spec's
+    ``[recipes]`` (e.g. ``published``). Raises :class:`UnknownName` for an unregistered name and
+    :class:`InvalidConfig` for a spec with a missing/mistyped field, an unknown parameter, an
+    out-of-range value (also in ``overrides``) or a recipe the method does not have for the track.
     """
     text = str(name_or_path)
     registered = _registered()
@@ -147,14 +199,25 @@ def load_method(name_or_path: str | Path, track_name: str, overrides: dict[str, 
         if known_tracks and key not in known_tracks:
             raise InvalidConfig(f"method spec {path}: unknown track {key!r} in [tracks]; registered tracks: "
                                 f"{', '.join(sorted(known_tracks))}")  # fmt: skip
+    chosen = _recipe(raw, recipe, track_name, path)
     layers = [("ibp_init", {"ibp_init": raw["ibp_init"]}), ("[params]", raw.get("params", {})),
-              (f"[tracks.{track_name}]", tracks.get(track_name, {})), ("--set", dict(overrides or {}))]  # fmt: skip
+              (f"[tracks.{track_name}]", tracks.get(track_name, {})),
+              (f"[recipes.{recipe}.{track_name}]", chosen.get("params", {})),
+              ("--set", dict(overrides or {}))]  # fmt: skip
     params = _resolve_params(cls, layers, path)
     key_param = raw.get("key_param", getattr(cls, "KEY_PARAM", None)) or None
     if key_param is not None and key_param not in params:
         raise InvalidConfig(f"method spec {path}: key_param {key_param!r} is not a parameter of {cls.name!r}")
+    selection = raw.get("selection")
+    if selection is not None:
+        from actbench.train.selection import SELECTION_RULES
+
+        if selection not in SELECTION_RULES:
+            raise InvalidConfig(f"method spec {path}: selection {selection!r}; choose one of "
+                                f"{', '.join(SELECTION_RULES)}")
     return MethodSpec(raw["name"], raw["title"], raw["objective"], params, dict(raw["citation"]), path, key_param,
-                      raw.get("description", ""))  # fmt: skip
+                      raw.get("description", ""), selection, recipe, dict(chosen.get("track", {})),
+                      chosen.get("source", ""))  # fmt: skip
 
 
 def create_objective(spec: MethodSpec, track: Track) -> Objective:

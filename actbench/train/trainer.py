@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,8 @@ def _check_inputs(splits: Splits, track: Track, budget: Budget) -> None:
         raise InvalidConfig("the training split is empty")
     if track.batch_size < 1:
         raise InvalidConfig(f"batch size must be >= 1, got {track.batch_size}")
-    if track.selection == "val-acceps" and (track.selection_samples < 1 or len(splits.val) == 0):
-        raise InvalidConfig("selection val-acceps needs a validation split and selection_samples >= 1")
+    if track.selection != "last" and (track.selection_samples < 1 or len(splits.val) == 0):
+        raise InvalidConfig(f"selection {track.selection} needs a validation split and selection_samples >= 1")
     if track.grad_clip < 0 or track.l1 < 0 or track.lr <= 0:
         raise InvalidConfig("track needs lr > 0, grad_clip >= 0 and l1 >= 0")
 
@@ -86,11 +87,13 @@ def train(
     device: str = "cpu",
     resume: bool = False,
     progress: bool = True,
+    on_resume: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` with ``objective`` on ``splits.train`` under ``budget``; select on validation.
 
     Writes ``run_dir/history.csv`` and ``run_dir/checkpoint.pt`` after every epoch. With ``resume``
-    an existing checkpoint of the same configuration is continued (a finished one is returned as is).
+    an existing checkpoint of the same configuration is continued (a finished one is returned as is), after
+    calling ``on_resume(epochs_done, planned_epochs)``.
     """
     _check_inputs(splits, track, budget)
     run_dir = Path(run_dir)
@@ -130,6 +133,8 @@ def train(
         history = list(blob["history"])
         start_epoch = int(blob["epoch"])
         set_rng_state(blob["rng"], generator, dev)
+        if on_resume is not None:
+            on_resume(start_epoch, epochs)
         if blob.get("finished"):
             return _result(model, selector, history, meter)
 
@@ -150,13 +155,14 @@ def train(
             )  # fmt: skip
             if seen == 0:  # the budget was spent before this epoch's first step
                 break
-            val = evaluate(model, val_split, track.eps, track.batch_size, dev)
+            val = evaluate(model, val_split, track.eps, track.batch_size, dev, pgd=selector.needs_pgd)
             eps_now = schedule.value(meter.steps)
             selector.update(epoch + 1, val, meter.steps >= schedule.final, model)
             row: dict[str, Any] = {"epoch": epoch + 1, "eps_t": eps_now, "lr": lr_used}
             row.update({k: v / seen for k, v in sums.items()})
             row.update({"val_acc": val.acc, "val_ibp_cert_acc": val.cert_acc, "val_ibp_acr": val.acr,
-                        "val_acceps": val.acceps, "seconds": round(meter.seconds, 3),
+                        "val_acceps": val.acceps, **({"val_pgd_acc": val.pgd_acc} if selector.needs_pgd else {}),
+                        "seconds": round(meter.seconds, 3),
                         "propagations": meter.propagations})  # fmt: skip
             history.append(row)
             write_history(run_dir, history)

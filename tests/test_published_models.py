@@ -1,0 +1,78 @@
+"""Every committed run card is re-checked from its published model, as RobustBench re-checks its entries.
+
+For each complete card under ``results/`` that ships its ``model.pt``, a fixed random sample of its test
+samples (the same on every machine: seeded by the run id) is certified again from the model under the
+card's headline protocol (its verifiers, eps grid, tolerance and dtype; the attack is not needed to
+recompute radii), and must give the card's verdicts: the same predictions, every verifier's radius within
+the search tolerance, and the same certified / not certified verdict at every test eps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from actbench.certify.engine import certify
+from actbench.data import Split, is_available, load_splits
+from actbench.models import load_model
+from actbench.store import headline_record, read_card
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES_PER_CARD = 8
+
+
+def _published() -> list[Path]:
+    runs = []
+    for path in sorted((ROOT / "results").glob("*/*/card.json")):
+        card = json.loads(path.read_text())
+        if card.get("status") == "complete" and (path.parent / "model.pt").is_file():
+            runs.append(path.parent)
+    return runs
+
+
+def _sample(run_id: str, n: int, k: int) -> np.ndarray:
+    seed = int(hashlib.sha1(run_id.encode()).hexdigest()[:8], 16)
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False))
+
+
+@pytest.mark.parametrize("run_dir", _published() or [None], ids=lambda p: p.name if p else "none")
+def test_committed_card_is_reproduced_by_its_model(run_dir: Path | None) -> None:
+    if run_dir is None:
+        pytest.skip("no committed run ships its model.pt yet")
+    card = read_card(run_dir)
+    track = card["track"]
+    if not is_available(track["dataset"]):
+        pytest.skip(f"the {track['dataset']} files are not on this machine")
+    record = headline_record(card)
+    assert record is not None, f"{run_dir}: a complete card without a track-protocol record"
+    protocol, metrics = record["protocol"], record["metrics"]
+    radii = pd.read_parquet(run_dir / record["radii"])
+    picked = _sample(card["run_id"], len(radii), SAMPLES_PER_CARD)
+    splits = load_splits(track["dataset"], None, val_size=int(track.get("val_size", 5000)), augment=False)
+    test = splits.test
+    index = torch.as_tensor(radii["index"].to_numpy()[picked])
+    subset = Split(test.images[index], test.labels[index])
+    model, _ = load_model(run_dir / "model.pt")
+    torch.set_num_threads(1)
+    report = certify(model, subset, float(track["eps"]), metrics["eps_grid"], verifiers=protocol["verifiers"],
+                     attack=False, dtype=protocol["dtype"], rtol=float(protocol["rtol"]), progress=False,
+                     eps_test=metrics.get("eps_test", []))  # fmt: skip
+    again, stored = report.records, radii.iloc[picked].reset_index(drop=True)
+    assert (again["prediction"].to_numpy() == stored["prediction"].to_numpy()).all()
+    assert (again["correct"].to_numpy() == stored["correct"].to_numpy()).all()
+    tolerance = float(protocol["rtol"]) * float(track["eps"]) * 2 + 1e-9
+    for verifier in protocol["verifiers"]:
+        column = f"radius_{verifier}"
+        a, b = again[column].to_numpy(float), stored[column].to_numpy(float)
+        both = ~(np.isnan(a) | np.isnan(b))
+        assert np.allclose(a[both], b[both], atol=tolerance, rtol=0), (verifier, a, b)
+    for eps in [*metrics.get("eps_test", []), *metrics["eps_grid"]]:
+        verdict_again = again["correct"].to_numpy() & (again["radius_best"].to_numpy(float) >= eps)
+        verdict_card = stored["correct"].to_numpy() & (stored["radius_best"].to_numpy(float) >= eps)
+        assert (verdict_again == verdict_card).all(), (eps, again["radius_best"], stored["radius_best"])
