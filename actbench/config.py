@@ -227,7 +227,7 @@ def _track_from_toml(path: Path) -> Track:
         raise InvalidConfig(f"track file {path}: {exc}") from exc
 
 
-COMPLETE_KEYS = ("verifier", "eps", "samples", "timeout", "options")
+COMPLETE_KEYS = ("verifier", "eps", "samples", "timeout", "clock", "options")
 
 
 def complete_table(table: dict[str, Any], eps_default: float) -> dict[str, Any]:
@@ -243,6 +243,7 @@ def complete_table(table: dict[str, Any], eps_default: float) -> dict[str, Any]:
             "eps": [parse_eps(e) for e in table.get("eps", [eps_default])],
             "samples": None if samples in (None, 0) else int(samples),
             "timeout": float(table.get("timeout", 10.0)),
+            "clock": str(table.get("clock", "wall")),
             "options": dict(table.get("options") or {})}
 
 

@@ -126,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verifier", default="bab")
     parser.add_argument("--only", default=None, help="instance range a:b (0-based)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", default="wall", choices=["wall", "process"],
+                        help="time limits in wall seconds (VNN-COMP) or CPU seconds of this process (shared machine)")
     parser.add_argument("--out", type=Path, default=None, help="CSV of the answers")
     args = parser.parse_args(argv)
-    from actbench.complete import compile_model, verify_compiled
+    from actbench.complete import compile_model, now, use_clock, verify_compiled
     from actbench.complete.__init__ import _spec
 
     torch.set_num_threads(args.threads)
@@ -150,20 +152,24 @@ def main(argv: list[str] | None = None) -> int:
         if onnx_name not in nets:
             nets[onnx_name] = compile_model(load_onnx(onnx_path), tuple(lower.shape[1:]))
         net = nets[onnx_name]
-        start = time.monotonic()
         options = {"alpha": {"intermediate": True}} if args.verifier == "bab" else {}
-        verdict = verify_compiled(net, lower, upper, _spec(net, label, None, None), args.verifier, args.timeout,
-                                  options)
-        seconds = time.monotonic() - start
+        wall = time.monotonic()
+        with use_clock(args.clock):
+            start = now()
+            verdict = verify_compiled(net, lower, upper, _spec(net, label, None, None), args.verifier,
+                                      args.timeout, options)
+            seconds = now() - start
+        wall = time.monotonic() - wall
         key = (Path(onnx_name).stem.replace(".onnx", ""), Path(vnnlib_name).stem.replace(".vnnlib", ""))
         abc = ref.get(key, {}).get("alpha_beta_crown", "?")
         answer = ANSWER[verdict.status]
         sat_by = checked_counterexamples(args.root, key, net, lower, upper, label)
         wrong = answer == "unsat" and bool(sat_by)
         rows.append({"index": i, "onnx": key[0], "vnnlib": key[1], "answer": answer, "seconds": round(seconds, 2),
+                     "wall_seconds": round(wall, 2),
                      "reason": verdict.reason, "domains": verdict.domains, "alpha_beta_crown": abc,
                      "checked_counterexample_by": " ".join(sat_by), "wrong": wrong})
-        print(f"{i:3d} {key[0]:16s} {key[1]:14s} {answer:8s} {seconds:7.2f}s  abc={abc:8s} "
+        print(f"{i:3d} {key[0]:16s} {key[1]:14s} {answer:8s} {seconds:7.2f}s (wall {wall:6.1f}s)  abc={abc:8s} "
               f"domains={verdict.domains:<7d} {verdict.reason}{'  WRONG' if wrong else ''}", flush=True)
         if args.out:
             with args.out.open("w", newline="") as fh:

@@ -33,7 +33,7 @@ def complete_run(path, samples: int = 16):
     run = make_run(path, samples=samples)
     card = read_card(run)
     card["track"]["certify_complete"] = {"verifier": "bab", "eps": [0.03], "samples": None, "timeout": 10.0,
-                                         "options": {}}
+                                         "clock": "wall", "options": {}}
     write_card(run, card)
     return run
 
@@ -120,6 +120,8 @@ def test_bad_complete_settings_are_rejected_before_anything_is_written(tmp_path)
         CompleteSettings.from_track({"verifier": "nope"}, [0.1])
     with pytest.raises(InvalidConfig):
         CompleteSettings.from_track({"samples": 10, "typo": 1}, [0.1])
+    with pytest.raises(InvalidConfig):
+        CompleteSettings.from_track({"clock": "sundial"}, [0.1])
     assert read_card(run) == before and not (run / STATE_FILE).exists()
 
 

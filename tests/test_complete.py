@@ -11,7 +11,7 @@ from torch import nn
 
 from actbench.bounds import box_margin_bounds
 from actbench.certify.attack import margins, pgd
-from actbench.complete import compile_model, verify_box
+from actbench.complete import compile_model, use_clock, verify_box
 from actbench.complete import linear as lin
 from actbench.complete.alpha_crown import AlphaSettings, alpha_crown
 from actbench.complete.milp import row_minima
@@ -202,6 +202,11 @@ def test_timeout_gives_unknown_never_verified():
     for verifier in ("bab", "milp"):
         v = verify_box(model, lower, upper, label, verifier, timeout=1e-4, options={"attack": False})
         assert v.status == "unknown" and v.reason == "timeout", v
+    with use_clock("process"):  # the limit in CPU seconds of this process
+        v = verify_box(model, lower, upper, label, "bab", timeout=1e-4, options={"attack": False})
+    assert v.status == "unknown" and v.reason == "timeout", v
+    with pytest.raises(UnknownName), use_clock("sundial"):
+        pass
 
 
 def test_generic_spec_rows_and_offsets():

@@ -13,6 +13,10 @@ At each eps of the phase (the track's headline eps), a sample of the fixed subse
 Certified accuracy at eps is then exact up to the unknown share. Radius-based metrics (ACR) keep
 coming from the sound incomplete cascade.
 
+The time limit is in wall seconds, or with ``clock = "process"`` in this process's CPU seconds (on a
+machine shared with other jobs that limit does not shrink with the load; ``seconds`` in the records and
+the card follow the same clock).
+
 Resume: every finished search is appended as one JSON line to ``state_file`` (flushed and fsynced, so
 an interruption loses at most the sample in flight; a torn last line is ignored). The first line is
 a key (model weights' hash, verifier, timeout, options, eps); a file with another key is started
@@ -26,7 +30,6 @@ import json
 import math
 import os
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +54,7 @@ class CompleteSettings:
     eps: tuple[float, ...] = ()
     samples: int | None = None
     timeout: float = 10.0
+    clock: str = "wall"  # or "process": the time limit in this process's CPU seconds (shared machines)
     options: dict[str, Any] = field(default_factory=dict)
     state_file: Path | None = None
 
@@ -63,11 +67,13 @@ class CompleteSettings:
             raise InvalidConfig(f"complete timeout must be a positive number of seconds, got {self.timeout}")
         if self.samples is not None and (isinstance(self.samples, bool) or int(self.samples) < 1):
             raise InvalidConfig(f"complete samples must be >= 1, got {self.samples!r}")
+        if self.clock not in ("wall", "process"):
+            raise InvalidConfig(f"complete clock {self.clock!r}: choose wall or process")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return {"verifier": self.verifier, "eps": [float(e) for e in self.eps], "samples": self.samples,
-                "timeout": self.timeout, "options": dict(self.options)}
+                "timeout": self.timeout, "clock": self.clock, "options": dict(self.options)}
 
     @classmethod
     def from_track(cls, table: dict[str, Any], eps_default: Sequence[float]) -> CompleteSettings | None:
@@ -77,7 +83,7 @@ class CompleteSettings:
         if not table:
             return None
         t = complete_table(table, float(eps_default[0]))
-        return cls(t["verifier"], tuple(t["eps"]), t["samples"], t["timeout"], t["options"]).check()
+        return cls(t["verifier"], tuple(t["eps"]), t["samples"], t["timeout"], t["clock"], t["options"]).check()
 
 
 @dataclass
@@ -145,7 +151,7 @@ def complete_phase(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, corr
     ``best``/``attack_r`` are the cascade's certified and attack radii (``[N]``, float64, attack ``inf``
     when never attacked, NaN when no attack ran). ``bar`` is a rich Progress to add a task to.
     """
-    from actbench.complete import compile_model, verify_compiled
+    from actbench.complete import compile_model, now, use_clock, verify_compiled
     from actbench.complete.problem import robustness_spec
 
     settings = settings.check()
@@ -172,11 +178,13 @@ def complete_phase(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, corr
                     xi = x[i:i + 1].double()
                     lower, upper = (xi - eps).clamp(min=lo), (xi + eps).clamp(max=hi)
                     spec = robustness_spec(labels[i:i + 1].cpu(), net.num_outputs)
-                    start = time.monotonic()
-                    v = verify_compiled(net, lower.cpu(), upper.cpu(), spec, settings.verifier, settings.timeout,
-                                        settings.options)
+                    with use_clock(settings.clock):
+                        start = now()
+                        v = verify_compiled(net, lower.cpu(), upper.cpu(), spec, settings.verifier,
+                                            settings.timeout, settings.options)
+                        seconds = now() - start
                     entry = {"eps": float(eps), "index": i, "status": v.status, "reason": v.reason,
-                             "seconds": round(time.monotonic() - start, 4), "domains": v.domains}
+                             "seconds": round(seconds, 4), "domains": v.domains}
                     log.add(entry)
                 rows.append(_row(eps, i, entry["status"], settings.verifier, float(entry["seconds"]),
                                  entry.get("reason", "")))

@@ -17,17 +17,16 @@ forward pass confirms; ``unknown`` means the time limit (or, for ``alpha-crown``
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import torch
 from torch import nn
 
-from actbench.complete.base import STATUSES, Task, Verdict, get_verifier, list_verifiers
+from actbench.complete.base import STATUSES, Task, Verdict, get_verifier, list_verifiers, now, use_clock
 from actbench.complete.problem import LayerNet, Spec, check_box, compile_model, robustness_spec
 from actbench.errors import InvalidInput
 
-__all__ = ["STATUSES", "LayerNet", "Spec", "Verdict", "compile_model", "list_verifiers", "verify_box",
+__all__ = ["STATUSES", "LayerNet", "Spec", "Verdict", "compile_model", "list_verifiers", "use_clock", "verify_box",
            "verify_compiled"]
 
 
@@ -58,11 +57,11 @@ def verify_compiled(net: LayerNet, lower: torch.Tensor, upper: torch.Tensor, spe
         raise InvalidInput(f"timeout must be a positive number of seconds, got {timeout!r}")
     xl = lower.detach().to(net.dtype).reshape(1, *net.in_shape)
     xu = upper.detach().to(net.dtype).reshape(1, *net.in_shape)
-    start = time.monotonic()
+    start = now()
     task = Task(net, xl, xu, spec, dict(options or {}), start, None if timeout is None else start + timeout)
     with torch.no_grad():
         verdict = fn(task)
-    verdict.seconds = time.monotonic() - start
+    verdict.seconds = now() - start
     return verdict
 
 

@@ -11,7 +11,6 @@ incomplete verifier of the certification cascade (``alpha-crown``).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from actbench.complete import linear
-from actbench.complete.base import Task, Verdict, find_counterexample, register
+from actbench.complete.base import Task, Verdict, find_counterexample, now, register
 from actbench.complete.linear import Interval
 from actbench.complete.optimise import maximise
 from actbench.complete.problem import LayerNet, Spec, compile_model, robustness_spec
@@ -96,7 +95,7 @@ def optimise_layer(net: LayerNet, k: int, bounds: list[Interval], xl: torch.Tens
     # α and two Adam moments per row and earlier neuron, plus autograd: about five copies of A's size
     step = max(1, linear.chunk_rows(net, k, lower.shape[0], lower.element_size()) // 5)
     for start in range(0, m, step):
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and now() > deadline:
             break
         idx = order[:, start:start + step]
         A = linear.row_matrix(idx, shape, lower.dtype)

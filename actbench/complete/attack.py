@@ -10,12 +10,11 @@ and judged by the float64 model (``base.find_counterexample``), so a hit is a re
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 
-from actbench.complete.base import find_counterexample
+from actbench.complete.base import find_counterexample, now
 from actbench.complete.problem import LayerNet, Spec
 
 
@@ -51,7 +50,7 @@ def falsify(net: LayerNet, xl: torch.Tensor, xu: torch.Tensor, spec: Spec, setti
     rows = C.shape[0]
     target = torch.arange(r) % (rows + 1) - 1  # -1: the smallest row
     for step in range(settings.steps):
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and now() > deadline:
             break
         x.requires_grad_(True)
         with torch.enable_grad():

@@ -7,8 +7,9 @@ A verifier is a function ``Task -> Verdict`` registered by name (``@register("ba
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,27 @@ from actbench.complete.problem import LayerNet, Spec
 from actbench.errors import UnknownName
 
 STATUSES = ("verified", "falsified", "unknown")
+CLOCKS = {"wall": time.monotonic, "process": time.process_time}
+_clock = [time.monotonic]
+
+
+def now() -> float:
+    """The clock every time limit of the complete verifiers reads (``use_clock`` switches it)."""
+    return _clock[0]()
+
+
+@contextlib.contextmanager
+def use_clock(name: str) -> Iterator[None]:
+    """Time limits in ``wall`` seconds (default, as in VNN-COMP) or this process's CPU seconds
+    (``process``: on a shared machine, a budget that does not shrink when other jobs take the cores)."""
+    if name not in CLOCKS:
+        raise UnknownName("clock", name, list(CLOCKS))
+    saved = _clock[0]
+    _clock[0] = CLOCKS[name]
+    try:
+        yield
+    finally:
+        _clock[0] = saved
 
 
 @dataclass
@@ -68,10 +90,10 @@ class Task:
     deadline: float | None
 
     def timed_out(self) -> bool:
-        return self.deadline is not None and time.monotonic() > self.deadline
+        return self.deadline is not None and now() > self.deadline
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.start
+        return now() - self.start
 
 
 VerifierFn = Callable[[Task], Verdict]

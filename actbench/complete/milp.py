@@ -18,14 +18,13 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 
-from actbench.complete.base import Task, Verdict, find_counterexample, register
+from actbench.complete.base import Task, Verdict, find_counterexample, now, register
 from actbench.complete.linear import Interval
 from actbench.complete.problem import LayerNet, Spec
 from actbench.errors import InvalidConfig
@@ -204,7 +203,7 @@ def solve_row(enc: Encoding, net: LayerNet, xl: torch.Tensor, xu: torch.Tensor, 
     c = spec.C[0, row].double().numpy()
     enc.set_row(c, float(spec.d[0, row]))
     if deadline is not None:
-        left = deadline - time.monotonic()
+        left = deadline - now()
         if left <= 0:
             return RowResult("unknown", reason="timeout")
         h.setOptionValue("time_limit", float(left))
@@ -255,7 +254,7 @@ def solve_row(enc: Encoding, net: LayerNet, xl: torch.Tensor, xu: torch.Tensor, 
         hit = find_counterexample(net, x, xl, xu, spec)
         if hit is not None:
             return RowResult("falsified", counterexample=hit[0], value=hit[1], reason="milp optimum")
-    if status == "Time limit reached" or (deadline is not None and time.monotonic() > deadline):
+    if status == "Time limit reached" or (deadline is not None and now() > deadline):
         return RowResult("unknown", bound=None, reason="timeout")
     return RowResult("unknown", bound=float(bound) if bound is not None and math.isfinite(bound) else None,
                      reason=f"solver status {status}, bound within the tolerance")

@@ -8,11 +8,12 @@ tensor is indexed by domain along dim 0.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from actbench.complete.base import now
 
 Clamp = tuple[float | None, float | None]
 
@@ -37,7 +38,7 @@ def maximise(fn: Callable[[list[torch.Tensor]], torch.Tensor], params: list[torc
 
     ``params[i]`` are ``[D, S, ...]`` tensors (copied, never modified in place). ``target`` ``[D, S]``:
     stop once every entry's best exceeds it (e.g. 0 in branch and bound). ``deadline``: a
-    ``time.monotonic()`` time after which no further iteration starts.
+    ``base.now()`` time after which no further iteration starts.
     """
     cur = [p.detach().clone() for p in params]
     best_p = [p.clone() for p in cur]
@@ -64,7 +65,7 @@ def maximise(fn: Callable[[list[torch.Tensor]], torch.Tensor], params: list[torc
             break
         if target is not None and bool((best > target).all()):
             break
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and now() > deadline:
             break
         scale = lr_decay ** it
         new = []
