@@ -116,10 +116,11 @@ def optimise_layer(net: LayerNet, k: int, bounds: list[Interval], xl: torch.Tens
 
 
 def tighten_bounds(net: LayerNet, bounds: list[Interval], xl: torch.Tensor, xu: torch.Tensor,
-                   settings: AlphaSettings, deadline: float | None = None) -> list[Interval]:
-    """Optimise every intermediate layer's bounds in forward order (each uses the tighter earlier ones)."""
+                   settings: AlphaSettings, deadline: float | None = None, start: int = 0) -> list[Interval]:
+    """Optimise the intermediate bounds of ReLUs ``start..`` in forward order (each uses the tighter
+    earlier ones); the result is intersected with ``bounds``."""
     out = list(bounds)
-    for k in range(len(net.relus)):
+    for k in range(start, len(net.relus)):
         if k > 0:
             lo, hi = linear.ibp_from(net, k, out)
             out[k] = (torch.maximum(out[k][0], lo), torch.minimum(out[k][1], hi))

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 from actbench.complete import linear
-from actbench.complete.alpha_crown import AlphaSettings, alpha_crown
+from actbench.complete.alpha_crown import AlphaResult, AlphaSettings, alpha_crown
 from actbench.complete.attack import FalsifySettings, falsify
-from actbench.complete.base import Task, Verdict, find_counterexample, register
+from actbench.complete.base import Task, Verdict, find_counterexample, now, register
 from actbench.complete.linear import Interval
 from actbench.complete.optimise import maximise
 from actbench.complete.problem import LayerNet
@@ -48,11 +48,14 @@ class BabSettings:
     branching: str = "babsr"  # on cnn3 (Fashion-MNIST) FSB's extra passes cost more than they save
     candidates: int = 4  # FSB candidates per domain
     reduce: str = "min"  # FSB score of a candidate: min or max of its two children's bounds
-    max_domains: int = 60_000
+    max_domains: int = 1_000_000
+    max_memory: float = 1.5 * 2**30  # bytes of open domains (about 5 bytes per root-unstable neuron each)
     refine_intermediate: bool = False
     attack: bool = True
     attack_every: int = 10  # PGD from the worst domains' vertices every n steps (0: never)
     lp_tolerance: float = 1e-5  # fully split domains: the LP proves a row above this times the logit scale
+    refine_seconds: float = 0.0  # MILP refinement of the root's intermediate bounds (HiGHS), at most this long
+    refine_per_neuron: float = 0.5  # seconds per bound of one neuron
     fast_steps: bool = True  # optimisation steps in float32; the bound that prunes is always recomputed in float64
 
     @classmethod
@@ -67,8 +70,8 @@ class BabSettings:
             raise InvalidConfig(f"bab branching {out.branching!r}: choose one of {', '.join(BRANCHING)}")
         if out.reduce not in ("min", "max"):
             raise InvalidConfig(f"bab reduce {out.reduce!r}: choose min or max")
-        if out.batch < 1 or out.iterations < 1 or out.candidates < 1 or out.max_domains < 2:
-            raise InvalidConfig("bab needs batch, iterations and candidates >= 1 and max_domains >= 2")
+        if out.batch < 1 or out.iterations < 1 or out.candidates < 1 or out.max_domains < 2 or not out.max_memory > 0:
+            raise InvalidConfig("bab needs batch, iterations and candidates >= 1, max_domains >= 2, max_memory > 0")
         return out
 
 
@@ -113,14 +116,60 @@ class Pool:
     def take(self, idx: torch.Tensor) -> Pool:
         return Pool(self.row[idx], self.signs[idx], self.alpha[idx], self.beta[idx], self.lower[idx], self.cand[idx])
 
-    def pop(self, n: int) -> tuple[Pool, Pool]:
-        """The ``n`` domains with the lowest bounds, and the rest."""
-        order = torch.argsort(self.lower)
-        return self.take(order[:n]), self.take(order[n:])
 
-    @staticmethod
-    def cat(parts: list[Pool]) -> Pool:
-        return Pool(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Pool)))
+class Domains:
+    """The open domains in preallocated arrays: popping the lowest bounds and adding children copy only
+    those rows (free slots hold bound +inf, so they are never popped)."""
+
+    def __init__(self, like: Pool, capacity: int = 1024):
+        self.cap = 0
+        self.count = 0
+        self.data = Pool(*(t[:0] for t in (like.row, like.signs, like.alpha, like.beta, like.lower, like.cand)))
+        self.alive = torch.zeros(0, dtype=torch.bool)
+        self._grow(capacity)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _grow(self, cap: int) -> None:
+        extra = cap - self.cap
+        d = self.data
+        self.data = Pool(torch.cat([d.row, d.row.new_zeros(extra)]),
+                         torch.cat([d.signs, d.signs.new_zeros(extra, *d.signs.shape[1:])]),
+                         torch.cat([d.alpha, d.alpha.new_zeros(extra, *d.alpha.shape[1:])]),
+                         torch.cat([d.beta, d.beta.new_zeros(extra, *d.beta.shape[1:])]),
+                         torch.cat([d.lower, d.lower.new_full((extra,), math.inf)]),
+                         torch.cat([d.cand, d.cand.new_full((extra, *d.cand.shape[1:]), -1)]))
+        self.alive = torch.cat([self.alive, torch.zeros(extra, dtype=torch.bool)])
+        self.cap = cap
+
+    def add(self, pool: Pool) -> None:
+        m = len(pool)
+        if m == 0:
+            return
+        if self.cap - self.count < m:
+            self._grow(max(2 * self.cap, self.count + m))
+        slots = (~self.alive).nonzero().squeeze(1)[:m]
+        d = self.data
+        d.row[slots], d.signs[slots], d.alpha[slots] = pool.row, pool.signs, pool.alpha.to(d.alpha.dtype)
+        d.beta[slots], d.lower[slots], d.cand[slots] = pool.beta.to(d.beta.dtype), pool.lower, pool.cand
+        self.alive[slots] = True
+        self.count += m
+
+    def lowest(self, n: int) -> torch.Tensor:
+        return torch.topk(self.data.lower, min(n, self.count), largest=False).indices
+
+    def pop(self, n: int) -> Pool:
+        """Remove and return the ``n`` domains with the lowest bounds."""
+        idx = self.lowest(n)
+        out = self.data.take(idx)
+        self.alive[idx] = False
+        self.data.lower[idx] = math.inf
+        self.count -= idx.numel()
+        return out
+
+    def peek(self, n: int) -> Pool:
+        return self.data.take(self.lowest(n))
 
 
 @dataclass
@@ -336,26 +385,29 @@ class Search:
     def run(self, rows: torch.Tensor, alpha: torch.Tensor) -> Verdict:
         beta = torch.zeros_like(alpha)
         signs = torch.zeros(rows.shape[0], self.space.size, dtype=torch.int8)
-        pool, done = self.settle(rows, signs, self.bound(rows, signs, alpha, beta))
-        if done is not None:
+        first, done = self.settle(rows, signs, self.bound(rows, signs, alpha, beta))
+        if done is not None or first is None:
             return done
+        pool = Domains(first)
+        pool.add(first)
+        limit = self.max_open()
         step = 0
-        while pool is not None and len(pool):
+        while len(pool):
             if self.task.timed_out():
                 return self.verdict("unknown", "timeout", open=len(pool))
-            if len(pool) > self.s.max_domains:
-                return self.verdict("unknown", f"more than {self.s.max_domains} open domains", open=len(pool))
-            batch, rest = pool.pop(self.s.batch)
+            if len(pool) > limit:
+                return self.verdict("unknown", f"more than {limit} open domains (memory limit)", open=len(pool))
+            batch = pool.pop(self.s.batch)
             neuron = self.choose(batch)
             rows, signs, alpha, beta = self.split(batch, neuron)
             res = self.bound(rows, signs, alpha.double(), beta.double())
             children, done = self.settle(rows, signs, res)
-            if done is not None:
+            if done is not None or children is None:
                 return done
-            pool = Pool.cat([rest, children])
+            pool.add(children)
             step += 1
             if self.s.attack and self.s.attack_every and step % self.s.attack_every == 0 and len(pool):
-                worst = pool.pop(16)[0]
+                worst = pool.peek(16)
                 starts = self.bound_vertices(worst)
                 hit = falsify(self.net, self.xl, self.xu, self.spec, FalsifySettings(restarts=16, steps=20),
                               starts=starts, deadline=self.task.deadline)
@@ -364,6 +416,11 @@ class Search:
         if self.undecided:
             return self.verdict("unknown", f"{self.undecided} fully split domains undecided within the LP tolerance")
         return self.verdict("verified", "every domain proven")
+
+    def max_open(self) -> int:
+        """Open domains allowed: ``max_domains``, and no more than ``max_memory`` bytes of them."""
+        per_domain = self.space.size * 5 + 8 * (self.s.candidates + 3)
+        return max(2, min(self.s.max_domains, int(self.s.max_memory // per_domain)))
 
     def bound_vertices(self, batch: Pool) -> torch.Tensor:
         """The relaxation-minimising vertices of ``batch`` (one cheap pass with the stored parameters)."""
@@ -375,6 +432,30 @@ class Search:
             out = linear.backward(self.net, C, bounds, self.xl, self.xu, alphas=params[:n], betas=params[n:],
                                   signs=dense_signs, want_x=True)
         return out.x_min[:, 0]
+
+
+def refine_root(task: Task, root: AlphaResult, settings: BabSettings, alpha: AlphaSettings) -> AlphaResult:
+    """The root's intermediate bounds tightened layer by layer by MILP (``milp.refine_layer``), each
+    refined layer's successors re-tightened by α-CROWN, then the output bound again (the "refine" step
+    of alpha-beta-CROWN's mnist_fc configuration). At most ``refine_seconds``."""
+    from actbench.complete.alpha_crown import optimise_output, tighten_bounds
+    from actbench.complete.milp import refine_layer
+
+    net, xl, xu = task.net, task.xl, task.xu
+    stop = now() + settings.refine_seconds
+    if task.deadline is not None:
+        stop = min(stop, task.deadline)
+    bounds = list(root.bounds)
+    for k in range(1, len(net.relus)):
+        if now() > stop:
+            break
+        if linear.exact_by_ibp(net, k):
+            continue
+        bounds[k] = refine_layer(net, bounds, k, xl, xu, settings.refine_per_neuron, stop)
+        if k + 1 < len(net.relus):
+            bounds = tighten_bounds(net, bounds, xl, xu, alpha, stop, start=k + 1)
+    lower, alphas, x_min = optimise_output(net, bounds, xl, xu, task.spec, alpha, task.deadline)
+    return AlphaResult(torch.maximum(lower, root.lower), root.crown_lower, bounds, alphas, x_min)
 
 
 @register("bab", "beta-CROWN branch and bound (complete; unknown only at its time or memory limit)")
@@ -405,6 +486,11 @@ def verify_bab(task: Task) -> Verdict:
     lower = root.lower[0]
     if bool((lower > 0).all()):
         return done("verified", "alpha-crown", lower_bound=float(lower.min()))
+    if settings.refine_seconds > 0 and not task.timed_out():
+        root = refine_root(task, root, settings, AlphaSettings.from_dict({"iterations": 50, **alpha_opts}))
+        lower = root.lower[0]
+        if bool((lower > 0).all()):
+            return done("verified", "alpha-crown after MILP refinement", lower_bound=float(lower.min()))
     if task.timed_out():
         return done("unknown", "timeout", lower_bound=float(lower.min()))
     rows = torch.argsort(lower)

@@ -103,6 +103,7 @@ class Encoding:
     W_last: np.ndarray
     b_last: np.ndarray
     binaries: int
+    target: np.ndarray | None = None  # with encode(upto=k): the columns of ReLU k's pre-activation
 
     def set_row(self, c: np.ndarray, d: float) -> None:
         cost = c @ self.W_last
@@ -139,8 +140,13 @@ class _Rows:
                   np.array(self.starts, dtype=np.int32), np.concatenate(self.index), np.concatenate(self.value))
 
 
-def encode(net: LayerNet, bounds: list[Interval], xl: torch.Tensor, xu: torch.Tensor, threads: int = 1) -> Encoding:
-    """The MILP of ``net`` on the box ``[xl, xu]`` (``[1, *in]``) with pre-activation ``bounds`` (``[1, *shape]``)."""
+def encode(net: LayerNet, bounds: list[Interval], xl: torch.Tensor, xu: torch.Tensor, threads: int = 1,
+           upto: int | None = None) -> Encoding:
+    """The MILP of ``net`` on the box ``[xl, xu]`` (``[1, *in]``) with pre-activation ``bounds`` (``[1, *shape]``).
+
+    With ``upto = k`` only the ReLUs before ``k`` are encoded, plus ReLU ``k``'s pre-activation ``z``
+    (``Encoding.target``): the smaller model whose optimum bounds that layer (intermediate-bound refinement).
+    """
     h, highspy = _highs()
     inf = highspy.kHighsInf
     h.setOptionValue("threads", int(threads))
@@ -153,6 +159,7 @@ def encode(net: LayerNet, bounds: list[Interval], xl: torch.Tensor, xu: torch.Te
     prev, start = x_cols, 0
     rows = _Rows()
     binaries: list[int] = []
+    target = None
     for k, pos in enumerate(net.relus):
         W, b = block_matrix(net, start, pos)
         lo = bounds[k][0].flatten().double().numpy()
@@ -160,12 +167,15 @@ def encode(net: LayerNet, bounds: list[Interval], xl: torch.Tensor, xu: torch.Te
         n = len(lo)
         base = h.getNumCol()
         z = np.arange(base, base + n)
-        a = np.arange(base + n, base + 2 * n)
         h.addVars(n, lo, np.maximum(hi, lo))
-        h.addVars(n, np.maximum(lo, 0.0), np.maximum(hi, 0.0))
         for i in range(n):  # z_i - W_i · prev = b_i
             nz = np.nonzero(W[i])[0]
             rows.add(np.concatenate([[z[i]], prev[nz]]), np.concatenate([[1.0], -W[i, nz]]), b[i], b[i])
+        if upto is not None and k == upto:
+            target = z
+            break
+        a = np.arange(base + n, base + 2 * n)
+        h.addVars(n, np.maximum(lo, 0.0), np.maximum(hi, 0.0))
         unst = np.nonzero((lo < 0) & (hi > 0))[0]
         d = np.arange(h.getNumCol(), h.getNumCol() + len(unst))
         if len(unst):
@@ -183,6 +193,8 @@ def encode(net: LayerNet, bounds: list[Interval], xl: torch.Tensor, xu: torch.Te
     if binaries:
         idx = np.array(binaries, dtype=np.int32)
         h.changeColsIntegrality(len(idx), idx, np.array([highspy.HighsVarType.kInteger] * len(idx)))
+    if target is not None:
+        return Encoding(h, highspy, x_cols, prev, np.zeros((0, 0)), np.zeros(0), len(binaries), target)
     W_last, b_last = block_matrix(net, start, len(net.layers))
     return Encoding(h, highspy, x_cols, prev, W_last, b_last, len(binaries))
 
@@ -346,3 +358,60 @@ def row_minima(net: LayerNet, xl: torch.Tensor, xu: torch.Tensor, spec: Spec, se
             raise ResourceLimit(f"MILP row {row}: {status} after {seconds} s")
         out.append(enc.h.getInfo().objective_function_value)
     return torch.tensor(out, dtype=torch.float64)
+
+
+def refine_layer(net: LayerNet, bounds: list[Interval], k: int, xl: torch.Tensor, xu: torch.Tensor,
+                 per_neuron: float, deadline: float | None, margin: float = 1e-6) -> Interval:
+    """Tighter bounds of ReLU ``k``'s unstable neurons by MILP on the network truncated at ``k``.
+
+    Each bound is HiGHS's dual bound after at most ``per_neuron`` seconds (a proven bound at any time),
+    loosened by ``margin × (1 + |bound|)`` for solver tolerances, and intersected with the old one. A
+    minimisation stops as soon as its dual bound shows the neuron stable. Stops at ``deadline``.
+    """
+    enc = encode(net, bounds, xl, xu, upto=k)
+    h = enc.h
+    n = h.getNumCol()
+    lower, upper = bounds[k]
+    lo, hi = lower.flatten().clone(), upper.flatten().clone()
+    assert enc.target is not None
+    seen = [-math.inf]
+
+    def on_interrupt(event: Any) -> None:
+        dual = event.data_out.mip_dual_bound
+        if math.isfinite(dual):
+            seen[0] = max(seen[0], dual)
+        event.data_in.user_interrupt = bool(dual > 0)  # stable: the exact value no longer matters
+
+    h.cbMipInterrupt.subscribe(on_interrupt)
+    try:
+        for i in linear_unstable(lo, hi):
+            for sign in (1.0, -1.0):
+                if deadline is not None and now() > deadline:
+                    return lo.view_as(lower), hi.view_as(upper)
+                h.setOptionValue("time_limit", float(per_neuron if deadline is None else
+                                                     max(1e-3, min(per_neuron, deadline - now()))))
+                cost = np.zeros(n)
+                cost[enc.target[i]] = sign
+                h.changeColsCost(n, np.arange(n, dtype=np.int32), cost)
+                seen[0] = -math.inf
+                h.run()
+                info = h.getInfo()
+                status = h.modelStatusToString(h.getModelStatus())
+                bound = max(info.mip_dual_bound, seen[0]) if enc.binaries else (
+                    info.objective_function_value if status == "Optimal" else -math.inf)
+                if not math.isfinite(bound):
+                    continue
+                bound -= margin * (1 + abs(bound))
+                if sign > 0:
+                    lo[i] = torch.maximum(lo[i], torch.tensor(bound, dtype=lo.dtype))
+                else:
+                    hi[i] = torch.minimum(hi[i], torch.tensor(-bound, dtype=hi.dtype))
+                if lo[i] >= 0 or hi[i] <= 0:
+                    break
+    finally:
+        h.cbMipInterrupt.unsubscribe(on_interrupt)
+    return lo.view_as(lower), hi.view_as(upper)
+
+
+def linear_unstable(lo: torch.Tensor, hi: torch.Tensor) -> list[int]:
+    return ((lo < 0) & (hi > 0)).nonzero().flatten().tolist()
