@@ -264,3 +264,23 @@ def test_backward_pass_matches_engine_crown():
     spec = robustness_spec(y, 3)
     mine = lin.backward(net, spec.C, bounds, lower, upper).lower
     assert torch.allclose(mine, ref.lower, atol=1e-10)
+
+
+def test_lp_of_a_fully_split_domain_is_exact_there():
+    """A domain fixing every unstable ReLU to its state at a point x0 is an LP: its minimum lies between
+    the exact minimum over the whole box and the margin at x0 (which is in the domain)."""
+    from actbench.complete.milp import lp_leaf
+
+    model, lower, upper, label = CASES[3]
+    net = compile_model(model, tuple(lower.shape[1:]))
+    spec = robustness_spec(torch.tensor([label]), net.num_outputs)
+    x0 = (lower + upper) * 0.5
+    pre, logits = net.pre_activations(x0)
+    bounds = lin.crown_bounds(net, lower, upper)
+    signs = [torch.where(z > 0, 1.0, -1.0) for z in pre]
+    fixed = lin.apply_splits(bounds, signs)
+    exact = _exact_case(3)
+    at_x0 = (spec.C[0] @ logits[0]).double()
+    for row in range(spec.rows):
+        out = lp_leaf(net, fixed, lower, upper, spec, row, -1e9, None)  # tolerance below: report the bound
+        assert out.status == "verified" and exact[row] - 1e-7 <= out.bound <= at_x0[row] + 1e-7

@@ -242,8 +242,8 @@ class Search:
         n = len(bounds)
         C, d = self._objective(rows)
         empty = torch.zeros(rows.shape[0], dtype=torch.bool)
-        for lower, upper in bounds:  # a domain whose bounds cross is empty: nothing to prove there
-            empty |= (lower > upper).flatten(1).any(1)
+        for lower, upper in bounds:  # bounds crossing by more than rounding: the domain is empty
+            empty |= (lower > upper + 1e-9 * (1 + upper.abs())).flatten(1).any(1)
         relaxed = linear.relax_all(bounds)
         t = self.steps_dtype
         relaxed_t = [r.to(t) for r in relaxed]
