@@ -199,19 +199,23 @@ class Search:
         self.scale = max(1.0, float(self.net.logits((self.xl + self.xu) * 0.5).abs().max()))
         self.steps_dtype = torch.float32 if settings.fast_steps else self.net.dtype
         self.net_steps = self.net.cast(self.steps_dtype)
+        self.root_bounds_steps = [(lo.to(self.steps_dtype), hi.to(self.steps_dtype)) for lo, hi in root_bounds]
+        self.box_steps = (self.xl.to(self.steps_dtype), self.xu.to(self.steps_dtype))
 
     # -- bounding -------------------------------------------------------------------------------------
-    def domain_bounds(self, signs: torch.Tensor) -> tuple[list[Interval], list[torch.Tensor]]:
-        """Per-domain pre-activation bounds and dense split signs for ``signs`` ``[D, U]``."""
+    def domain_bounds(self, signs: torch.Tensor, fast: bool = False) -> tuple[list[Interval], list[torch.Tensor]]:
+        """Per-domain pre-activation bounds and dense split signs for ``signs`` ``[D, U]``; ``fast``: in the
+        steps' dtype and without refinement (for heuristics only, never for a bound that decides)."""
         d = signs.shape[0]
         dense_signs, bounds = [], []
-        for k, (lower, upper) in enumerate(self.root_bounds):
+        root = self.root_bounds_steps if fast else self.root_bounds
+        for k, (lower, upper) in enumerate(root):
             zero = torch.zeros(d, lower[0].numel(), dtype=lower.dtype)
             s = self.space.dense(signs, k, zero).view(d, *lower.shape[1:])
             dense_signs.append(s)
             bounds.append((lower.expand_as(s), upper.expand_as(s)))
         bounds = linear.apply_splits(bounds, dense_signs)
-        if self.s.refine_intermediate and bool((signs != 0).any()):
+        if self.s.refine_intermediate and not fast and bool((signs != 0).any()):
             first = min(k for k in range(len(bounds)) if bool((dense_signs[k] != 0).any()))
             for k in range(first + 1, len(bounds)):
                 if self.task.timed_out():  # skipping a refinement only loosens the bounds
@@ -326,13 +330,14 @@ class Search:
         side = torch.tensor([1, -1], dtype=torch.int8).repeat(d * c)
         signs = batch.signs[parent].clone()
         signs[torch.arange(signs.shape[0]), which] = side
-        bounds, dense_signs = self.domain_bounds(signs)
+        bounds, dense_signs = self.domain_bounds(signs, fast=True)  # a heuristic: float32 is enough
         n = len(bounds)
-        params = self._params(bounds, batch.alpha[parent], batch.beta[parent])
+        t = self.steps_dtype
+        params = self._params(bounds, batch.alpha[parent].to(t), batch.beta[parent].to(t))
         C, off = self._objective(batch.row[parent])
         with torch.no_grad():
-            lb = linear.backward(self.net, C, bounds, self.xl, self.xu, alphas=params[:n], betas=params[n:],
-                                 signs=dense_signs).lower[:, 0] + off[:, 0]
+            lb = linear.backward(self.net_steps, C.to(t), bounds, *self.box_steps, alphas=params[:n],
+                                 betas=params[n:], signs=dense_signs).lower[:, 0] + off[:, 0].to(t)
         pair = lb.view(d, c, 2)
         score = pair.min(dim=2).values if self.s.reduce == "min" else pair.max(dim=2).values
         score = torch.where(valid, score, torch.full_like(score, -math.inf))
