@@ -8,13 +8,16 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from test_certify_fixtures import fmnist, make_run, one_thread
 
 import actbench.complete as complete_pkg
+from actbench.certify.attack import margins, pgd
 from actbench.certify.complete import STATE_FILE, CompleteSettings
 from actbench.certify.engine import AttackSettings
 from actbench.certify.run import certify_run
 from actbench.errors import InvalidConfig
+from actbench.models import load_model
 from actbench.store import read_card, write_card
 
 FAST_ATTACK = AttackSettings(steps=5, restarts=1, bisect_steps=3)
@@ -64,6 +67,16 @@ def test_bab_phase_counts_and_records(tmp_path):
         row["falsified_by_search"]
     lines = (run / STATE_FILE).read_text().splitlines()
     assert json.loads(lines[0])["key"]["verifier"] == "bab" and len(lines) == 1 + row["searched"]
+    # soundness sweep: no sample the search proved at 0.03 falls to a strong PGD there
+    idx = np.nonzero(status[:12] == "verified")[0]
+    model, _ = load_model(run / "model.pt")
+    x, y = fmnist()[1].tensors(torch.as_tensor(idx))
+    x, m64 = x.double().repeat(8, 1, 1, 1), model.double()
+    y = y.repeat(8)
+    adv = pgd(m64, x, y, 0.03, loss="margin", steps=50, step_size=0.1, restarts=3,
+              generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert bool((margins(m64(adv), y) > 0).all())
 
 
 def test_interrupted_phase_resumes_without_redoing_samples(tmp_path, monkeypatch):

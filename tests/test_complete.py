@@ -78,8 +78,27 @@ def trained_net(seed: int) -> tuple[nn.Module, tuple[int, ...]]:
 
 
 # (net, radii): random nets are robust to much larger boxes than the trained one
+def trained_conv_net(seed: int) -> tuple[nn.Module, tuple[int, ...]]:
+    """A small conv net with BatchNorm fitted for a few steps to 3 synthetic 5x5 image classes."""
+    gen = torch.Generator().manual_seed(seed)
+    templates = torch.rand(3, 1, 5, 5, generator=gen)
+    x = (templates.repeat(30, 1, 1, 1) + 0.15 * torch.randn(90, 1, 5, 5, generator=gen)).clamp(0, 1)
+    y = torch.arange(3).repeat(30)
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(27, 8),
+                        nn.ReLU(), nn.Linear(8, 3))
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    net.sample = x[:1].double()
+    return net.eval(), (1, 5, 5)
+
+
 NETS = [(fc_net(0), (0.3, 0.6, 0.9)), (fc_net(1), (0.3, 0.6, 0.9)), (conv_net(2), (0.05, 0.15, 0.3)),
-        (conv_net(3), (0.05, 0.15, 0.3)), (trained_net(4), (0.1, 0.3, 0.5)), (trained_net(5), (0.1, 0.3, 0.5))]
+        (conv_net(3), (0.05, 0.15, 0.3)), (trained_net(4), (0.1, 0.3, 0.5)), (trained_net(5), (0.1, 0.3, 0.5)),
+        (trained_conv_net(6), (0.05, 0.08, 0.1))]
 
 
 def instances():
