@@ -13,10 +13,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import actbench
+from actbench.cli_interop import export, verify
 from actbench.cli_sweep import sweep
+from actbench.cli_tune import tune
 from actbench.config import format_eps, parse_override
 from actbench.errors import ActbenchError
 
@@ -55,6 +58,9 @@ def _main(
     ] = False,
 ) -> None:
     _STATE["debug"] = debug
+    from actbench.bounds.allocator import tune_allocator
+
+    tune_allocator()  # keep freed memory in the process: large tensors page-fault less (bounds/allocator.py)
 
 
 def main() -> None:
@@ -64,7 +70,7 @@ def main() -> None:
     except ActbenchError as exc:
         if _STATE["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt as exc:
         run_dir = getattr(exc, "run_dir", None)
@@ -132,6 +138,10 @@ def run(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a method hyper-parameter: key=value (repeatable).")
     ] = None,
+    track_set: Annotated[
+        list[str] | None, typer.Option("--track-set", help="Change a training setting of the track for this run: "
+                                       "lr=... or ramp_epochs=... (what `actbench tune` searches; repeatable).")
+    ] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the interrupted run in this folder.")] = None,
     force: Annotated[bool, typer.Option(help="Start over even if this run already exists.")] = False,
     run_id: Annotated[str | None, typer.Option(help="Name of the run folder (default: derived from config).")] = None,
@@ -161,7 +171,7 @@ def run(
             method=method, track=dataset, preset=preset, seed=seed, epochs=epochs, budget=budget,
             overrides=overrides, device=device, out=out, data_dir=data_dir, run_id=run_id,
             train_subset=train_subset, certify_samples=samples, certify=certify, force=force, progress=not quiet,
-            recipe=recipe,
+            recipe=recipe, track_settings=dict(parse_override(item) for item in track_set or []),
             command=shlex.join(["actbench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else None,
         )  # fmt: skip
     request.notify = lambda text: err_console.print(text, highlight=False, soft_wrap=True)
@@ -177,6 +187,9 @@ def run(
 
 
 app.command()(sweep)
+app.command()(tune)
+app.command()(verify)
+app.command()(export)
 
 
 @app.command()
@@ -230,7 +243,7 @@ def methods() -> None:
 
 @app.command()
 def certify(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder (results/<track>/<run-id>).")],
+    run_dir: Annotated[Path | None, typer.Argument(help="A run folder (results/<track>/<run-id>).")] = None,
     verifier: Annotated[str, typer.Option(
         help="ibp, crown-ibp, crown, alpha-crown, cascade (cheap first), or bab / milp (cascade, then complete "
              "verification of the samples left between certified and attacked).")] = "cascade",
@@ -244,13 +257,31 @@ def certify(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     timeout: Annotated[float | None, typer.Option(help="Complete verification: seconds per sample.")] = None,
     complete_samples: Annotated[int | None, typer.Option(help="Complete verification: the first N samples.")] = None,
+    model: Annotated[Path | None, typer.Option(help="Instead of RUN_DIR: an external model, .onnx or .pt.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "--track", help="With --model: the track.")] = None,
+    eps: Annotated[str | None, typer.Option(help="With --model: the eps cap (default: the track's).")] = None,
+    name: Annotated[str | None, typer.Option(help="With --model: the entry's name (its run folder).")] = None,
+    claim: Annotated[list[str] | None, typer.Option(help="With --model: a claimed number, key=value.")] = None,
+    out: Annotated[Path, typer.Option(help="With --model: the results folder.")] = Path("results"),
+    force: Annotated[bool, typer.Option(help="With --model: replace an entry of the same name.")] = False,
 ) -> None:
-    """(Re-)certify a trained run: per-sample radii, ACR, certified accuracy over an eps grid."""
+    """(Re-)certify a trained run, or with --model an external one: per-sample radii, ACR, certified accuracy."""
     from actbench.certify.run import certify_run
     from actbench.config import parse_eps_grid
     from actbench.runner import resolve_device
 
     grid = parse_eps_grid(eps_grid) if eps_grid is not None else None
+    if model is not None or run_dir is None:
+        from actbench.cli_interop import certify_model
+
+        if model is None or run_dir is not None:
+            raise ActbenchError("give a run folder, or --model FILE --dataset D (not both)")
+        run_dir, card = certify_model(
+            model, dataset, eps, name, claim, out, force, verifier=verifier, eps_grid=grid, samples=samples,
+            attack=attack, dtype=dtype, max_seconds=max_seconds, data_dir=data_dir, device=resolve_device(device),
+            progress=not quiet,
+        )  # fmt: skip
+        return print_run_summary(card, run_dir)
     card = certify_run(
         run_dir, verifier=verifier, eps_grid=grid, samples=samples, attack=attack, dtype=dtype,
         max_seconds=max_seconds, data_dir=data_dir, device=resolve_device(device), progress=not quiet,
@@ -304,9 +335,10 @@ def site(
     from actbench.compare import load_results
     from actbench.leaderboard.site import build_site
 
-    for warning in load_results(results, skip_invalid).warnings:
+    cards = load_results(results, skip_invalid)
+    for warning in cards.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    index = build_site(results, out)
+    index = build_site(results, out, index=cards)
     console.print(f"site written: {index.resolve()}", highlight=False)
 
 

@@ -626,6 +626,34 @@ def protocol_lines(frame: pd.DataFrame, info: TrackInfo) -> list[str]:
     return lines
 
 
+def tuned_rows(index: CardIndex, track: str, protocol: str | None) -> list[dict[str, Any]]:
+    """The tuned fronts (``actbench tune``) of the runs in ``index.frame``: per study and method, its trial
+    budget, configurations, validation-selected front and hypervolumes on validation and test under
+    ``protocol`` (:mod:`actbench.tune.fronts`)."""
+    from actbench.tune.fronts import tuned_fronts
+
+    paths = set(index.frame["path"])
+    return tuned_fronts(((p, c) for p, c in index.cards.items() if p in paths and "tune" in c), track, protocol)
+
+
+def _tuned_text(rows: list[dict[str, Any]], fmt: str) -> str:
+    """The tuned-fronts section of the compare output ('' when no run of the track came from a tune)."""
+    from actbench.tune.fronts import budget_note as tune_note
+    from actbench.tune.fronts import display_rows, front_lines
+
+    if not rows:
+        return ""
+    headers, body = display_rows(rows)
+    note = ("fronts selected on the validation objectives the search optimised; HV val / HV test: hypervolume "
+            "of that front on validation / on the test split, reference point (0, 0); trials = the budget "
+            "every method of a study was given" + (f"; {tune_note(rows)}" if tune_note(rows) else ""))
+    if fmt == "markdown":
+        return "\n".join(["", "### Tuned fronts (actbench tune)", "", note, "", _markdown(headers, body), "",
+                          *[f"- {line}" for line in front_lines(rows)], ""])  # fmt: skip
+    return "\n" + _rich("Tuned fronts (actbench tune)", headers, body, note) + "".join(
+        f"  {line}\n" for line in front_lines(rows))
+
+
 def render_track(index: CardIndex, track: str, thresholds: Sequence[float], verifier: str, fmt: str,
                  protocol: str | None = None) -> str:
     """The compare output of one track in format ``fmt``."""
@@ -649,7 +677,7 @@ def render_track(index: CardIndex, track: str, thresholds: Sequence[float], veri
                           "checked": info.protocol_checked},
              "tuning_budgets": budgets, "tuning_budget_note": note, "runs": _json_records(runs),
              "thresholds": _json_records(taus), "pareto": _json_records(front),
-             "hypervolume": _json_records(volumes)},
+             "hypervolume": _json_records(volumes), "tuned": tuned_rows(index, track, info.protocol)},
             indent=2,
         )  # fmt: skip
     if fmt == "csv":
@@ -677,7 +705,7 @@ def render_track(index: CardIndex, track: str, thresholds: Sequence[float], veri
         parts += [f"- {line}" for line in _front_lines(front, info)]
         parts += ["", f"clean accuracy vs certified accuracy at {format_eps(info.headline)}:", ""]
         parts += [f"- {line}" for line in _front_lines(front, info, "on_front_cert")]
-        return "\n".join(parts) + "\n"
+        return "\n".join(parts) + "\n" + _tuned_text(tuned_rows(index, track, info.protocol), fmt)
     text = "".join(f"{line}\n" for line in context)
     text += _rich(heading, headers, rows, caption)
     text += "\n" + _rich("Robustness at a level of clean accuracy", t_headers, t_rows, t_note)
@@ -686,7 +714,7 @@ def render_track(index: CardIndex, track: str, thresholds: Sequence[float], veri
     text += "".join(f"  {line}\n" for line in _front_lines(front, info))
     text += f"Pareto fronts, clean accuracy vs certified accuracy at {format_eps(info.headline)}:\n"
     text += "".join(f"  {line}\n" for line in _front_lines(front, info, "on_front_cert"))
-    return text
+    return text + _tuned_text(tuned_rows(index, track, info.protocol), fmt)
 
 
 def load_results(results_dir: Path | str, skip_invalid: bool = False) -> CardIndex:

@@ -51,8 +51,19 @@ class ResourceLimit(ActbenchError):
     """A computation refused because it would exceed a memory or time limit."""
 
 
+class SplitSealed(ActbenchError):
+    """A data split was read while it was sealed (``actbench.splitguard``): a search touched the test split.
+
+    Like :class:`SoundnessError`, this is never the user's fault: it means a bug in the search.
+    """
+
+
 class SoundnessError(ActbenchError):
     """An internal consistency check failed: a certificate contradicts an attack.
 
     This is never the user's fault; it means a bug in a verifier and must be reported.
     """
+
+
+class InvalidFile(ActbenchError):
+    """A model or property file (ONNX, VNN-LIB, counterexample, instances.csv) that is missing or malformed."""

@@ -58,6 +58,7 @@ class RunRequest:
     progress: bool = True
     command: str | None = None
     recipe: str = "shared"
+    track_settings: dict[str, Any] = field(default_factory=dict)  # --track-set lr=..., ramp_epochs=... (tune)
     notify: Any = field(default=None, compare=False, repr=False)  # callable(str) for one-line notices
 
 
@@ -94,7 +95,8 @@ def resolve_run(request: RunRequest) -> tuple[Track, Any]:
 
     Order: the registered track; the method's recipe (``--recipe published``: the track settings of the
     method's own published recipe); the method's model-selection rule; ``--preset quick``; then the
-    budget, training-subset and sample-count options.
+    budget, training-subset and sample-count options; last the ``track_settings`` (``--track-set``:
+    learning rate and ramp length, what ``actbench tune`` may search).
     """
     from actbench.objectives import load_method
 
@@ -105,7 +107,12 @@ def resolve_run(request: RunRequest) -> tuple[Track, Any]:
         track = track.with_changes(method.recipe_track, f"recipe {method.recipe!r} of {method.name}")
     if method.selection is not None:
         track = dataclasses.replace(track, selection=method.selection)
-    return resolve_track(request, track), method
+    track = resolve_track(request, track)
+    if request.track_settings:
+        from actbench.objectives.search import check_track_settings
+
+        track = track.with_changes(check_track_settings(request.track_settings, "--track-set"), "--track-set")
+    return track, method
 
 
 def resolve_track(request: RunRequest, track: Track | None = None) -> Track:
@@ -194,6 +201,8 @@ def reproduce_command(request: RunRequest, track: Track) -> str:
         argv += ["--samples", str(request.certify_samples)]
     for key, value in sorted(request.overrides.items()):
         argv += ["--set", f"{key}={value}"]
+    for key, value in sorted(request.track_settings.items()):
+        argv += ["--track-set", f"{key}={value}"]
     argv += ["--seed", str(request.seed)]
     return shlex.join(argv)
 
@@ -349,6 +358,7 @@ def request_from_card(run_dir: Path) -> RunRequest:
         seed=card["seed"],
         budget=f"{budget['kind']}={budget['value']}",
         overrides=_overrides_from_argv(argv),
+        track_settings=_overrides_from_argv(argv, "--track-set"),
         train_subset=card["track"].get("train_subset"),
         certify_samples=card["track"].get("certify_samples"),
         recipe=(card.get("recipe") or {}).get("name", "shared"),
@@ -358,10 +368,10 @@ def request_from_card(run_dir: Path) -> RunRequest:
     )
 
 
-def _overrides_from_argv(argv: list[str]) -> dict[str, Any]:
+def _overrides_from_argv(argv: list[str], option: str = "--set") -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for flag, value in zip(argv, argv[1:], strict=False):
-        if flag == "--set":
+        if flag == option:
             key, parsed = parse_override(value)
             overrides[key] = parsed
     return overrides

@@ -455,7 +455,11 @@ def _with_retries(backend: _Backend, todo: list[RunRequest]) -> Iterator[RunResu
 
 
 class _Backend:
-    """Submits runs and hands back their results as they finish."""
+    """Submits runs and hands back their results as they finish.
+
+    ``task(request, threads)`` runs one request and returns its :class:`RunResult` (default
+    :func:`run_one`; ``actbench tune`` passes its trial task): a picklable, module-level function.
+    """
 
     def submit(self, request: RunRequest) -> None:
         raise NotImplementedError
@@ -473,8 +477,9 @@ class _Backend:
 class _InlineBackend(_Backend):
     """Sequential, in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, task: Callable[..., RunResult] = run_one) -> None:
         self.queue: list[RunRequest] = []
+        self.task = task
 
     def submit(self, request: RunRequest) -> None:
         self.queue.append(request)
@@ -484,22 +489,23 @@ class _InlineBackend(_Backend):
 
     def finished(self) -> list[RunResult]:
         request = self.queue.pop(0)
-        return [run_one(request)]
+        return [self.task(request)]
 
 
 class _PoolBackend(_Backend):
     """``jobs`` spawned worker processes, each with ``cores // jobs`` torch threads."""
 
-    def __init__(self, jobs: int, num_cpus: int | None) -> None:
+    def __init__(self, jobs: int, num_cpus: int | None, task: Callable[..., RunResult] = run_one) -> None:
         import multiprocessing
 
         threads = max(1, (num_cpus or os.cpu_count() or 1) // jobs)
         self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_init_worker, initargs=(threads,))  # fmt: skip
         self.futures: dict[Future, RunRequest] = {}
+        self.task = task
 
     def submit(self, request: RunRequest) -> None:
-        self.futures[self.pool.submit(run_one, request)] = request
+        self.futures[self.pool.submit(self.task, request)] = request
 
     def pending(self) -> bool:
         return bool(self.futures)
@@ -569,7 +575,8 @@ def probe_address(address: str, timeout: float = CONNECT_TIMEOUT) -> str:
 class _RayBackend(_Backend):
     """One Ray task per run, on a cluster (``address``) or a local Ray instance started here."""
 
-    def __init__(self, address: str | None, num_cpus: int | None, jobs: int, gpu: bool = True) -> None:
+    def __init__(self, address: str | None, num_cpus: int | None, jobs: int, gpu: bool = True,
+                 task: Callable[..., RunResult] = run_one) -> None:
         ray = ray_module()
         self.ray = ray
         self.started = False
@@ -587,7 +594,7 @@ class _RayBackend(_Backend):
         cpus = int(ray.cluster_resources().get("CPU", 1))
         gpus = ray.cluster_resources().get("GPU", 0)
         threads = max(1, cpus // jobs) if not address and jobs > 1 else 1
-        self.remote = ray.remote(run_one).options(num_cpus=threads, num_gpus=1 if gpus and gpu else 0,
+        self.remote = ray.remote(task).options(num_cpus=threads, num_gpus=1 if gpus and gpu else 0,
                                                   max_retries=0)  # fmt: skip
         self.threads = threads
         self.refs: dict[Any, RunRequest] = {}

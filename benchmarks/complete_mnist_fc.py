@@ -41,13 +41,14 @@ def _read(path: Path, binary: bool = False) -> str | bytes:
 
 
 def load_onnx(path: Path) -> nn.Module:
-    """Flatten -> (Gemm -> Relu)* -> Gemm graphs as an nn.Sequential (float64)."""
+    """The network as an nn.Sequential: ``actbench.interop``'s importer (checked against onnxruntime), or a
+    minimal reader of Flatten -> (Gemm -> Relu)* -> Gemm graphs where that importer is not installed."""
     try:
-        from actbench.interop import load_onnx as importer  # the project's importer, when present
+        from actbench.interop import load_onnx as importer
     except ImportError:
         importer = None
     if importer is not None:
-        return importer(path)
+        return importer(path).model.eval()
     import onnx
     from onnx import numpy_helper
 

@@ -215,7 +215,7 @@ def test_network_flattens_nested_sequential_and_drops_identities():
                      "BatchNormLayer", "ReLULayer", "FlattenLayer", "LinearLayer", "ReLULayer", "LinearLayer"]
 
 
-@pytest.mark.parametrize("bad", [nn.Tanh(), nn.MaxPool2d(2), nn.ModuleList([nn.ReLU()])])
+@pytest.mark.parametrize("bad", [nn.Tanh(), nn.MaxPool1d(2), nn.ModuleList([nn.ReLU()])])
 def test_unsupported_layer_is_named(bad):
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.Sequential(bad), nn.Linear(4, 2))
     with pytest.raises(UnsupportedLayer, match=type(bad).__name__):

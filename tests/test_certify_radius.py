@@ -178,3 +178,18 @@ def test_deadline_stops_the_search_soundly():
     f0 = f(ROOTS, torch.zeros(N, dtype=torch.float64))
     res = root_search(fn, 0.1, f0=f0, deadline=time.monotonic() - 1.0)
     assert (res.radius == 0).all() and (res.passes == 0).all() and not res.converged.any()
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_predict_mode_stays_certified_and_saves_passes(shape):
+    """Training mode: every radius certified, close to the root on smooth shapes, fewer passes."""
+    exact, f, _ = _search(shape)
+    res, _, calls = _search(shape, predict=True)
+    r = res.radius
+    assert (f(ROOTS, r)[r > 0] > 0).all() and (r <= ROOTS).all()
+    assert int(res.passes.sum()) == sum(calls)
+    assert int(res.passes.sum()) <= int(exact.passes.sum())
+    if shape in ("linear", "concave", "convex", "sqrt"):  # smooth: the secant estimate is reliable
+        inside = ROOTS < 0.1
+        assert float(r[inside].sum() / ROOTS[inside].sum()) >= 1 - 2 * RTOL
+        assert res.passes.double().mean() < exact.passes.double().mean()

@@ -242,3 +242,18 @@ def test_committed_schema1_cards_migrate(tmp_path: Path) -> None:
         assert again["certifications"] == card["certifications"] and again["config"] == card["config"]
     assert len(load_cards(ROOT / "results").complete()) == sum(
         json.loads(p.read_text())["status"] == "complete" for p in paths)
+
+
+def test_atomic_writes_are_readable_by_others(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from actbench.store import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "card.json", "{}")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "card.json").stat().st_mode)
+    assert mode == 0o644, oct(mode)

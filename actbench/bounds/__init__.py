@@ -6,6 +6,7 @@ Public API::
     box_margin_bounds(model, lower, upper, y, method="ibp", bn_stats=None) -> BoundResult
     logit_bounds(model, x, eps, lo=0., hi=1., bn_stats=None) -> (lb, ub)
     clean_forward(model, x) -> (logits, bn_stats)
+    with prepared(model): ...   # reuse the prepared layers of an unchanged model (cache.py)
 """
 
 from actbench.bounds.api import (
@@ -18,6 +19,7 @@ from actbench.bounds.api import (
     spec_matrix,
 )
 from actbench.bounds.batchnorm import BNStats, clean_forward
+from actbench.bounds.cache import prepared
 from actbench.bounds.network import build_network
 
 __all__ = [
@@ -30,5 +32,6 @@ __all__ = [
     "clean_forward",
     "logit_bounds",
     "margin_bounds",
+    "prepared",
     "spec_matrix",
 ]

@@ -7,14 +7,14 @@ inside their first layer, and ``input_box`` reports the box after that layer.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import weakref
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from actbench.bounds import batchnorm, ibp
+from actbench.bounds import batchnorm, cache, ibp
 from actbench.bounds.network import Layer, Network, NormalizeLayer, build_network, infer_shapes, materialize
 from actbench.errors import InvalidInput, UnknownName
 
@@ -54,6 +54,7 @@ class _Prepared:
     normalize_first: bool
     num_classes: int
     shapes: list[tuple[int, ...]]
+    bn_stats: object = None  # kept alive by cached entries (their key holds its id)
 
 
 def _check_method(method: str) -> None:
@@ -98,56 +99,59 @@ def _check_eps(eps: object, x: torch.Tensor) -> torch.Tensor:
     return e.view(batch, *([1] * (x.dim() - 1)))
 
 
-def _model_dtype(model: nn.Module, x: torch.Tensor) -> torch.dtype:
-    for t in (*model.parameters(), *model.buffers()):
-        if t.is_floating_point():
-            return torch.promote_types(t.dtype, x.dtype)
+def _model_dtype(modules: list[nn.Module], x: torch.Tensor) -> torch.dtype:
+    for m in modules:
+        for t in (*m._parameters.values(), *m._buffers.values()):
+            if t is not None and t.is_floating_point():
+                return torch.promote_types(t.dtype, x.dtype)
     return x.dtype
 
 
-# Materialised layers (with their cached |W|) of models evaluated without autograd and with fixed
-# statistics, e.g. the repeated calls of a certified-radius search. Keyed on the identity, storage and
-# version counter of every parameter and buffer, so any weight update invalidates the entry.
-_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[Layer], list[tuple[int, ...]]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _cache_key(model: nn.Module, xl: torch.Tensor, dtype: torch.dtype) -> tuple | None:
-    tensors = [*model.parameters(), *model.buffers()]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return None
-    flags = tuple(m.training for m in model.modules())
-    return (dtype, xl.device, tuple(xl.shape), flags, *((id(t), t.data_ptr(), t._version) for t in tensors))
+def _needs_batch_stats(modules: list[nn.Module]) -> bool:
+    return any(isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and (m.training or m.running_mean is None)
+               for m in modules)
 
 
 def _prepare(model: nn.Module, xl: torch.Tensor, xu: torch.Tensor, clean: torch.Tensor,
              bn_stats: batchnorm.BNStats | None) -> _Prepared:
+    """Concrete layers for ``model`` in the box's dtype; reused only inside ``cache.prepared(model)``."""
+    scope = cache.scope_of(model)
+    modules = scope.modules if scope is not None else list(model.modules())
+    dtype = _model_dtype(modules, xl)
+    xl, xu = xl.to(dtype), xu.to(dtype)
+    batch_stats_needed = _needs_batch_stats(modules)
+    key = None
+    params = (p for m in modules for p in m._parameters.values() if p is not None)
+    if scope is not None and not (batch_stats_needed and bn_stats is None) and not cache.records_grad(params, bn_stats):
+        key = (dtype, xl.device, tuple(xl.shape[1:]), scope.check(), id(bn_stats) if batch_stats_needed else None)
+        entry = scope.entries.get(key)
+        if entry is not None:
+            return dataclasses.replace(entry, xl=xl, xu=xu)
     net: Network = build_network(model)
     shapes = infer_shapes(net, tuple(xl.shape[1:]))
     if len(shapes[-1]) != 1 or shapes[-1][0] < 2:
         raise InvalidInput(f"the model must output [B, K] logits with K >= 2, got per-sample shape {shapes[-1]}")
-    dtype = _model_dtype(model, xl)
-    xl, xu, clean = xl.to(dtype), xu.to(dtype), clean.to(dtype)
     normalize_first = bool(net.layers) and isinstance(net.layers[0], NormalizeLayer)
-    batch_stats_needed = batchnorm.needs_batch_stats(net)
-    key = None if batch_stats_needed else _cache_key(model, xl, dtype)
-    cached = _CACHE.get(model)
-    if key is not None and cached is not None and cached[0] == key:
-        return _Prepared(cached[1], xl, xu, normalize_first, shapes[-1][0], cached[2])
     if bn_stats is None and batch_stats_needed:
-        bn_stats = batchnorm.batch_stats(net, clean)
+        bn_stats = batchnorm.batch_stats(net, clean.to(dtype))
     layers = materialize(net, shapes, batchnorm.affine_provider(bn_stats), dtype, xl.device, xl.shape[0])
     layer_shapes = infer_shapes(Network(layers), tuple(xl.shape[1:]))  # also records conv input shapes
-    if key is not None:
-        _CACHE[model] = (key, layers, layer_shapes)
-    return _Prepared(layers, xl, xu, normalize_first, shapes[-1][0], layer_shapes)
+    prep = _Prepared(layers, xl, xu, normalize_first, shapes[-1][0], layer_shapes)
+    if key is not None:  # the entry keeps bn_stats alive, so its id stays unique while cached
+        scope.entries[key] = dataclasses.replace(prep, xl=None, xu=None, bn_stats=bn_stats)
+    return prep
+
+
+_EYES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def spec_matrix(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
     """Rows ``e_y - e_t`` for ``t != y`` in increasing order: shape ``[B, K-1, K]``."""
-    eye = torch.eye(num_classes, dtype=dtype, device=y.device)
-    steps = torch.arange(num_classes - 1, device=y.device)
+    key = (num_classes, dtype, y.device)
+    if key not in _EYES:  # a few small constants per class count, dtype and device
+        _EYES[key] = (torch.eye(num_classes, dtype=dtype, device=y.device),
+                      torch.arange(num_classes - 1, device=y.device))
+    eye, steps = _EYES[key]
     others = steps.unsqueeze(0) + (steps.unsqueeze(0) >= y.unsqueeze(1)).long()
     return eye[y].unsqueeze(1) - eye[others]
 

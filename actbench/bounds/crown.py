@@ -18,29 +18,112 @@ import math
 
 import torch
 
-from actbench.bounds import ibp
+from actbench.bounds import ibp, maxpool
+from actbench.bounds.maxpool import NONLINEAR, MaxPoolLayer
 from actbench.bounds.network import Layer, ReLULayer, Shape
 from actbench.errors import ResourceLimit
 
 Interval = tuple[torch.Tensor, torch.Tensor]
 Relaxation = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-CHUNK_MEMORY = 256 * 2**20
+CHUNK_MEMORY = 256 * 2**20  # full CROWN: bytes of A rows per refinement chunk
+CHUNK_BYTES = 16 * 2**20  # CROWN backward: target bytes of one chunk's largest A matrix (see _chunk_samples)
 
 
 def relaxation(lower: torch.Tensor, upper: torch.Tensor) -> Relaxation:
-    """``(lower slope, upper slope, upper intercept)`` of the ReLU relaxation on ``[lower, upper]``."""
-    active, unstable = lower >= 0, (lower < 0) & (upper > 0)
-    one = torch.ones_like(lower)
-    denom = torch.where(unstable, upper - lower, one)
-    up_slope = torch.where(unstable, upper / denom, active.to(lower.dtype))
-    up_icpt = torch.where(unstable, -lower * upper / denom, torch.zeros_like(lower))
-    lo_slope = torch.where(unstable, (upper > -lower).to(lower.dtype), active.to(lower.dtype))
+    """``(lower slope, upper slope, upper intercept)`` of the ReLU relaxation on ``[lower, upper]``.
+
+    Unstable (``l < 0 < u``): upper line ``u (h - l) / (u - l)``, lower slope 1 if ``u > -l`` else 0;
+    active: slopes 1; inactive: slopes 0; stable neurons have intercept 0. With ``l⁻ = min(l, 0)`` and
+    ``u⁺ = max(u, 0)``, the upper slope ``u⁺ / (u⁺ - l⁻)`` and intercept ``-l⁻ u⁺ / (u⁺ - l⁻)`` cover
+    all three cases, and ``u + l > 0`` is exactly ``u > -l`` (a float sum has the sign of the exact
+    one), so no ``torch.where`` is needed (several times slower than arithmetic on CPU). A neuron with
+    ``l = u = 0`` gets slopes 0: its input is exactly 0 on the box, so any slope is exact.
+    """
+    neg, pos = lower.clamp(max=0), upper.clamp(min=0)
+    denom = (pos - neg).clamp_(min=torch.finfo(lower.dtype).tiny)
+    up_slope = pos / denom
+    up_icpt = (neg * pos).div_(denom).neg_()
+    lo_slope = (upper.detach() + lower.detach()).gt_(0)  # 1.0 where u > -l, 0.0 elsewhere
     return lo_slope, up_slope, up_icpt
+
+
+def relaxations_of(layers: list[Layer], bounds: list[Interval]) -> list:
+    """The relaxation of each non-linear layer (ReLU or MaxPool, in order) on its input bounds."""
+    kinds = [layer for layer in layers if isinstance(layer, NONLINEAR)]
+    return [maxpool.relaxation(layer, *b) if isinstance(layer, MaxPoolLayer) else relaxation(*b)
+            for layer, b in zip(kinds, bounds, strict=False)]  # fmt: skip
+
+
+def _channels_last(A: torch.Tensor) -> bool:
+    """True for rows ``[B, S, C, H, W]`` stored channels-last (as ``ConvLayer.backward`` returns them)."""
+    return A.dim() == 5 and A.shape[2] > 1 and A.stride(2) == 1 and not A.is_contiguous()
+
+
+def _as_rows_layout(t: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """Per-sample tensor ``t`` ``[B, C, H, W]`` in the memory order of the rows ``A`` (fast elementwise ops)."""
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 and _channels_last(A) else t
 
 
 def _rowdot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``sum(A[b, s] * v[b])`` for A ``[B, S, ...]`` and v ``[B, ...]``: shape ``[B, S]``."""
+    if _channels_last(A):  # flatten both in memory order: no copy of A
+        A, v = A.permute(0, 1, 3, 4, 2), v.permute(0, 2, 3, 1)
     return torch.bmm(A.flatten(2), v.flatten(1).unsqueeze(-1)).squeeze(-1)
+
+
+def _batch_slice(t: torch.Tensor, part: slice, batch: int) -> torch.Tensor:
+    """``t[part]`` along the batch dimension; tensors broadcast over it (size 1) are kept whole."""
+    return t[part] if t.dim() > 0 and t.shape[0] == batch else t
+
+
+def _chunk_samples(A: torch.Tensor, relaxations: list[Relaxation], xl: torch.Tensor) -> int:
+    """Samples per chunk so that the largest A matrix of a chunk stays near ``CHUNK_BYTES``: small
+    blocks stay in cache and in the allocator's free lists (a fresh 70 MB tensor costs more in page
+    faults than the arithmetic on it)."""
+    widths = [A[0, 0].numel(), xl[0].numel(), *(r[0][0].numel() for r in relaxations)]
+    per_sample = A.shape[1] * max(widths) * A.element_size()
+    return max(1, CHUNK_BYTES // max(per_sample, 1))
+
+
+def _relu_step(A: torch.Tensor, relax: Relaxation, const: torch.Tensor,
+               inplace: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pull rows ``A`` back through one ReLU: ``A⁺ lo + A⁻ up`` and ``const += A⁻ · icpt``.
+
+    Formed as ``lo·A + (up − lo)·A⁻``: three passes over A instead of four (with the default slopes,
+    where ``lo`` is 0 or 1, each entry equals ``A·lo`` or ``A·up`` up to one rounding).
+    """
+    lo_slope, up_slope, up_icpt = (_as_rows_layout(t, A) for t in relax)
+    gap = up_slope - lo_slope
+    negative = A.clamp(max=0)
+    const = const + _rowdot(negative, up_icpt)
+    if inplace:
+        A = A.mul_(lo_slope.unsqueeze(1)).addcmul_(negative, gap.unsqueeze(1))
+    else:
+        A = torch.addcmul(A * lo_slope.unsqueeze(1), negative, gap.unsqueeze(1))
+    return A, const
+
+
+def _backward_chunk(layers: list[Layer], A: torch.Tensor, relaxations: list[Relaxation], xl: torch.Tensor,
+                    xu: torch.Tensor, inplace: bool) -> torch.Tensor:
+    const = A.new_zeros(A.shape[:2])
+    k = len(relaxations)
+    callers = A.untyped_storage().data_ptr()  # the caller's rows are never modified in place
+    for layer in reversed(layers):
+        if isinstance(layer, MaxPoolLayer):
+            k -= 1
+            A, term = maxpool.backward(layer, A, relaxations[k])
+            const = const + term
+        elif isinstance(layer, ReLULayer):
+            k -= 1
+            owned = A.untyped_storage().data_ptr() != callers
+            A, const = _relu_step(A, relaxations[k], const, inplace and owned)
+        else:
+            term = layer.bias_term(A)
+            if term is not None:
+                const = const + term
+            A = layer.backward(A)
+    centre, radius = (xu + xl) * 0.5, (xu - xl) * 0.5
+    return _rowdot(A, centre) - _rowdot(A.abs(), radius) + const
 
 
 def backward_lower(layers: list[Layer], A: torch.Tensor, relu_bounds: list[Interval], xl: torch.Tensor,
@@ -49,27 +132,28 @@ def backward_lower(layers: list[Layer], A: torch.Tensor, relu_bounds: list[Inter
     """Lower bound of ``A · (output of layers[:stop])`` over the input box ``[xl, xu]``.
 
     ``A`` has shape ``[B, S, *out_shape]``; ``relu_bounds`` holds at least the bounds of every ReLU in
-    ``layers[:stop]``. Returns ``[B, S]``.
+    ``layers[:stop]`` (or pass their ``relaxations``, each tensor ``[B, *shape]`` or broadcast over
+    the batch). Returns ``[B, S]``. Large batches run in chunks of samples (same result); without
+    autograd the coefficient matrices are updated in place.
     """
     stop = len(layers) if stop is None else stop
-    k = sum(isinstance(layer, ReLULayer) for layer in layers[:stop])
-    if relaxations is None:
-        relaxations = [relaxation(*b) for b in relu_bounds[:k]]
-    const = A.new_zeros(A.shape[:2])
-    for layer in reversed(layers[:stop]):
-        if isinstance(layer, ReLULayer):
-            k -= 1
-            lo_slope, up_slope, up_icpt = relaxations[k]
-            negative = A.clamp(max=0)
-            const = const + _rowdot(negative, up_icpt)
-            A = A * torch.where(A >= 0, lo_slope.unsqueeze(1), up_slope.unsqueeze(1))
-        else:
-            term = layer.bias_term(A)
-            if term is not None:
-                const = const + term
-            A = layer.backward(A)
-    centre, radius = (xu + xl) * 0.5, (xu - xl) * 0.5
-    return _rowdot(A, centre) - _rowdot(A.abs(), radius) + const
+    layers = layers[:stop]
+    k = sum(isinstance(layer, NONLINEAR) for layer in layers)
+    given = relaxations is not None
+    parts = relaxations[:k] if given else relu_bounds[:k]
+    inplace = not torch.is_grad_enabled() or not (
+        A.requires_grad or any(t.requires_grad for r in parts for t in r) or xl.requires_grad or xu.requires_grad
+    )
+    batch = A.shape[0]
+    rows = _chunk_samples(A, parts, xl)
+    out = []
+    for start in range(0, batch, rows):  # the relaxations are formed per chunk, while its bounds are in cache
+        part = slice(start, start + rows)
+        sliced = [tuple(_batch_slice(t, part, batch) for t in r) for r in parts]
+        relax = sliced if given else relaxations_of(layers, sliced)
+        out.append(_backward_chunk(layers, A[part], relax, _batch_slice(xl, part, batch),
+                                   _batch_slice(xu, part, batch), inplace))
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 def _exact_by_ibp(layers: list[Layer], stop: int) -> bool:
@@ -80,7 +164,7 @@ def _exact_by_ibp(layers: list[Layer], stop: int) -> bool:
 def _check_memory(layers: list[Layer], shapes: list[Shape], relu_bounds: list[Interval], spec_rows: int,
                   batch: int, itemsize: int, max_memory: float) -> None:
     """Refuse (ResourceLimit) when the largest A matrix of full CROWN would exceed ``max_memory`` bytes."""
-    positions = [i for i, layer in enumerate(layers) if isinstance(layer, ReLULayer)]
+    positions = [i for i, layer in enumerate(layers) if isinstance(layer, NONLINEAR)]
     worst, where = batch * spec_rows * max(math.prod(s) for s in shapes) * itemsize, "the output"
     for (lower, upper), pos in zip(relu_bounds, positions, strict=True):
         if _exact_by_ibp(layers, pos):
@@ -109,7 +193,7 @@ def _refine(layers: list[Layer], pos: int, bounds: Interval, relu_bounds: list[I
     order = torch.argsort(unstable.to(torch.int8), dim=1, descending=True, stable=True)[:, :m]
     width = max(math.prod(s) for s in shapes[: pos + 1])
     rows = max(1, CHUNK_MEMORY // (2 * batch * width * lower.element_size()))
-    relaxations = [relaxation(*b) for b in relu_bounds]
+    relaxations = relaxations_of(layers, relu_bounds)
     new_lower, new_upper = lower, upper
     for start in range(0, m, rows):
         idx = order[:, start:start + rows]
@@ -132,12 +216,13 @@ def crown_lower(layers: list[Layer], spec: torch.Tensor, ibp_bounds: list[Interv
     Returns the margin lower bounds and the final ReLU bounds.
     """
     _check_memory(layers, shapes, ibp_bounds, spec.shape[1], xl.shape[0], xl.element_size(), max_memory)
-    positions = [i for i, layer in enumerate(layers) if isinstance(layer, ReLULayer)]
+    positions = [i for i, layer in enumerate(layers) if isinstance(layer, NONLINEAR)]
     refined: list[Interval] = []
     for j, pos in enumerate(positions):
         bounds = ibp_bounds[j]
         if j > 0:  # IBP from the previous refined layer, intersected with the first IBP pass
-            c, r = ibp.post_relu(*refined[-1])
+            prev = layers[positions[j - 1]]
+            c, r = maxpool.post(prev, *refined[-1]) if isinstance(prev, MaxPoolLayer) else ibp.post_relu(*refined[-1])
             c, r = ibp.propagate(layers, c, r, positions[j - 1] + 1, pos)
             bounds = (torch.maximum(bounds[0], c - r), torch.minimum(bounds[1], c + r))
         if not _exact_by_ibp(layers, pos):

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from actbench.bounds import maxpool
+from actbench.bounds.maxpool import NONLINEAR
 from actbench.bounds.network import Layer, ReLULayer
 
 Interval = tuple[torch.Tensor, torch.Tensor]
@@ -31,8 +33,8 @@ class IBPState:
 
 
 def last_relu_index(layers: list[Layer]) -> int:
-    """Index of the last ReLU layer, -1 when there is none."""
-    idx = [i for i, layer in enumerate(layers) if isinstance(layer, ReLULayer)]
+    """Index of the last non-linear layer (ReLU or MaxPool), -1 when there is none."""
+    idx = [i for i, layer in enumerate(layers) if isinstance(layer, NONLINEAR)]
     return idx[-1] if idx else -1
 
 
@@ -55,8 +57,8 @@ def propagate(layers: list[Layer], c: torch.Tensor, r: torch.Tensor, start: int,
               relu_bounds: list[Interval] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Push ``(c, r)`` through ``layers[start:stop]``; pre-activation intervals go to ``relu_bounds``."""
     for layer in layers[start:stop]:
-        if isinstance(layer, ReLULayer):
-            bounds, c, r = relu_interval(c, r)
+        if isinstance(layer, NONLINEAR):
+            bounds, c, r = relu_interval(c, r) if isinstance(layer, ReLULayer) else maxpool.interval(layer, c, r)
             if relu_bounds is not None:
                 relu_bounds.append(bounds)
         else:

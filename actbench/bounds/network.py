@@ -27,6 +27,8 @@ from actbench.errors import InvalidInput, UnsupportedLayer
 from actbench.models import Normalize
 
 Shape = tuple[int, ...]
+CONV_BACKWARD_CHANNELS_LAST = True
+FOLD_MAX_COLUMNS = 64  # ConvLayer.backward uses F.fold when in_channels * kernel area is at most this
 BNAffine = Callable[["BatchNormLayer", torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -228,23 +230,42 @@ class ConvLayer(Layer):
     def forward_abs(self, r: torch.Tensor) -> torch.Tensor:
         return F.conv2d(r, self.abs_weight(), None, self.stride, self.padding, self.dilation, self.groups)
 
-    def backward(self, A: torch.Tensor) -> torch.Tensor:
-        b, s = A.shape[:2]
-        out_h, out_w = A.shape[-2:]
+    def _output_padding(self, out_hw: Shape) -> Shape:
+        """The ``output_padding`` that makes the transpose restore the recorded input size."""
         pad = []
-        for d, n_out in enumerate((out_h, out_w)):
+        for d, n_out in enumerate(out_hw):
             k = self.dilation[d] * (self.weight.shape[2 + d] - 1) + 1
             covered = (n_out - 1) * self.stride[d] - 2 * self.padding[d] + k
             pad.append(self.in_shape[1 + d] - covered)
+        return tuple(pad)
+
+    def backward(self, A: torch.Tensor) -> torch.Tensor:
+        """``A W`` by a transposed convolution; rows stay in (or move to) channels-last memory order,
+        in which oneDNN's transposed convolution runs fastest. Few input channels (the first layer):
+        ``W^T A`` as one matrix product and ``F.fold``, much faster than a transposed convolution
+        that writes 1-3 channels."""
+        b, s = A.shape[:2]
         flat = A.reshape(b * s, *A.shape[2:])
-        out = F.conv_transpose2d(flat, self.weight, None, self.stride, self.padding, tuple(pad), self.groups,
-                                 self.dilation)
+        cin, k_h, k_w = self.weight.shape[1:]
+        if self.groups == 1 and cin * k_h * k_w <= FOLD_MAX_COLUMNS:
+            out = self._backward_fold(flat)
+        else:
+            if CONV_BACKWARD_CHANNELS_LAST:
+                flat = flat.contiguous(memory_format=torch.channels_last)
+            out = F.conv_transpose2d(flat, self.weight, None, self.stride, self.padding,
+                                     self._output_padding(A.shape[-2:]), self.groups, self.dilation)
         return out.view(b, s, *out.shape[1:])
+
+    def _backward_fold(self, A: torch.Tensor) -> torch.Tensor:
+        """Transposed convolution as ``cols = W^T A`` (per output position) and col2im (``F.fold``)."""
+        n, cout = A.shape[:2]
+        cols = torch.matmul(self.weight.reshape(cout, -1).t(), A.reshape(n, cout, -1))  # [n, cin * k * k, L]
+        return F.fold(cols, self.in_shape[1:], self.weight.shape[2:], self.dilation, self.padding, self.stride)
 
     def bias_term(self, A: torch.Tensor) -> torch.Tensor | None:
         if self.bias is None:
             return None
-        return A.flatten(3).sum(-1) @ self.bias
+        return A.sum((3, 4)) @ self.bias
 
 
 class AvgPoolLayer(Layer):
@@ -361,10 +382,14 @@ def _collect(module: nn.Module, path: str, out: list[Layer]) -> None:
         out.append(FlattenLayer(module.start_dim, module.end_dim, name))
     elif isinstance(module, nn.AvgPool2d):
         out.append(_avgpool_layer(module, name))
+    elif isinstance(module, nn.MaxPool2d):
+        from actbench.bounds.maxpool import maxpool_layer  # its own module: MaxPool is non-linear
+
+        out.append(maxpool_layer(module, name))
     else:
         raise UnsupportedLayer(
             f"the bound engine has no rule for {name}; supported: Normalize, Conv2d, Linear, ReLU, "
-            "BatchNorm1d/2d, Flatten, AvgPool2d, Identity, Dropout and nested nn.Sequential"
+            "BatchNorm1d/2d, Flatten, AvgPool2d, MaxPool2d, Identity, Dropout and nested nn.Sequential"
         )
 
 

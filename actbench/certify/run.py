@@ -112,7 +112,12 @@ def certify_run(
     info = get_info(dataset)
 
     model_file = run_dir / card.get("files", {}).get("model", MODEL_FILE)
-    model, meta = load_model(model_file)
+    if model_file.suffix == ".onnx":  # an external submission (actbench certify --model, actbench.interop)
+        from actbench.interop.external import load_submission
+
+        model, meta = load_submission(model_file, dataset)
+    else:
+        model, meta = load_model(model_file)
     if tuple(meta.get("in_shape", ())) != tuple(info.in_shape) or meta.get("num_classes") != info.num_classes:
         raise CheckpointError(
             f"{model_file}: the model takes {meta.get('in_shape')} with {meta.get('num_classes')} classes, but "

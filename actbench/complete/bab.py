@@ -20,12 +20,14 @@ children as one batch, drop children whose bound is > 0. The search ends:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 
+from actbench.bounds.network import ConvLayer
 from actbench.complete import linear
 from actbench.complete.alpha_crown import AlphaResult, AlphaSettings, alpha_crown
 from actbench.complete.attack import FalsifySettings, falsify
@@ -35,19 +37,21 @@ from actbench.complete.optimise import maximise
 from actbench.complete.problem import LayerNet
 from actbench.errors import InvalidConfig
 
-BRANCHING = ("babsr", "fsb")
+BRANCHING = ("auto", "babsr", "fsb")
 
 
 @dataclass
 class BabSettings:
     batch: int = 256  # domains popped per step (twice as many children are bounded)
-    iterations: int = 5  # β-CROWN steps per batch (warm-started from the parent: more domains beat more steps)
+    iterations: int = 0  # β-CROWN steps per batch (0: auto, 10 with FSB, 5 with BaBSR; warm-started from the parent)
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
     lr_decay: float = 0.98
-    branching: str = "babsr"  # on cnn3 (Fashion-MNIST) FSB's extra passes cost more than they save
+    # auto: FSB (max of the children) for fully connected nets, as alpha-beta-CROWN on mnist_fc; BaBSR for
+    # convolutional ones, where FSB's extra passes cost more than they save (measured on cnn3)
+    branching: str = "auto"
     candidates: int = 4  # FSB candidates per domain
-    reduce: str = "min"  # FSB score of a candidate: min or max of its two children's bounds
+    reduce: str = "max"  # FSB score of a candidate: min or max of its two children's bounds
     max_domains: int = 1_000_000
     max_memory: float = 1.5 * 2**30  # bytes of open domains (about 5 bytes per root-unstable neuron each)
     refine_intermediate: bool = False
@@ -70,9 +74,20 @@ class BabSettings:
             raise InvalidConfig(f"bab branching {out.branching!r}: choose one of {', '.join(BRANCHING)}")
         if out.reduce not in ("min", "max"):
             raise InvalidConfig(f"bab reduce {out.reduce!r}: choose min or max")
-        if out.batch < 1 or out.iterations < 1 or out.candidates < 1 or out.max_domains < 2 or not out.max_memory > 0:
-            raise InvalidConfig("bab needs batch, iterations and candidates >= 1, max_domains >= 2, max_memory > 0")
+        if out.batch < 1 or out.iterations < 0 or out.candidates < 1 or out.max_domains < 2 or not out.max_memory > 0:
+            raise InvalidConfig("bab needs batch and candidates >= 1, iterations >= 0, max_domains >= 2 and "
+                                "max_memory > 0")
         return out
+
+    def resolved(self, net: LayerNet) -> BabSettings:
+        """``auto`` choices made for ``net``: FSB for fully connected nets, else BaBSR; the step count."""
+        branching = ("fsb" if fully_connected(net) else "babsr") if self.branching == "auto" else self.branching
+        iterations = self.iterations or (10 if branching == "fsb" else 5)
+        return dataclasses.replace(self, branching=branching, iterations=iterations)
+
+
+def fully_connected(net: LayerNet) -> bool:
+    return not any(isinstance(layer, ConvLayer) for layer in net.layers)
 
 
 class Space:
@@ -469,8 +484,8 @@ def verify_bab(task: Task) -> Verdict:
     opts = dict(task.options)
     attack_opts = opts.pop("falsify", None) or {}
     alpha_opts = opts.pop("alpha", None) or {}
-    settings = BabSettings.from_dict(opts)
     net, xl, xu, spec = task.net, task.xl, task.xu, task.spec
+    settings = BabSettings.from_dict(opts).resolved(net)
 
     def done(status: str, reason: str, hit: tuple[torch.Tensor, float] | None = None, **kw: Any) -> Verdict:
         return Verdict(status, "bab", task.elapsed(), None if hit is None else hit[0],
@@ -480,11 +495,10 @@ def verify_bab(task: Task) -> Verdict:
         hit = falsify(net, xl, xu, spec, FalsifySettings(**attack_opts), deadline=task.deadline)
         if hit is not None:
             return done("falsified", "attack", hit)
-    # the root's intermediate bounds stay CROWN's unless asked (as in alpha-beta-CROWN's defaults): their
-    # optimisation costs more than it saves on CNNs; deep fully connected nets gain from it
-    root = alpha_crown(net, xl, xu, spec,
-                       AlphaSettings.from_dict({"iterations": 50, "intermediate": False, **alpha_opts}),
-                       deadline=task.deadline)
+    # the root's intermediate bounds are alpha-optimised for fully connected nets (as alpha-beta-CROWN does on
+    # mnist_fc) and stay CROWN's for convolutional ones, where the optimisation costs more than it saves
+    root_alpha = AlphaSettings.from_dict({"iterations": 50, "intermediate": fully_connected(net), **alpha_opts})
+    root = alpha_crown(net, xl, xu, spec, root_alpha, deadline=task.deadline)
     hit = find_counterexample(net, root.x_min[0], xl, xu, spec)
     if hit is not None:
         return done("falsified", "relaxation vertex", hit)
@@ -492,7 +506,7 @@ def verify_bab(task: Task) -> Verdict:
     if bool((lower > 0).all()):
         return done("verified", "alpha-crown", lower_bound=float(lower.min()))
     if settings.refine_seconds > 0 and not task.timed_out():
-        root = refine_root(task, root, settings, AlphaSettings.from_dict({"iterations": 50, **alpha_opts}))
+        root = refine_root(task, root, settings, root_alpha)
         lower = root.lower[0]
         if bool((lower > 0).all()):
             return done("verified", "alpha-crown after MILP refinement", lower_bound=float(lower.min()))

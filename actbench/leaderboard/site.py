@@ -1,87 +1,66 @@
-"""Static leaderboard site: index, one page per track, one per run, and a methods page.
+"""Static leaderboard site: an index of every track, one page per track, one per run, and a methods page.
 
 Pages are Jinja templates rendered from the card index (:func:`actbench.store.load_cards`) and the
-tables of :mod:`actbench.compare`, so the site and ``actbench compare`` agree. Every link is relative
-and every asset (SVG plots, CSS, a few lines of JS) is written into the site folder, so the site opens
-from ``file://`` with no network.
+tables of :mod:`actbench.compare`, so the site and ``actbench compare`` agree: tables hold configurations
+(seed means) under one certification protocol (the track's; other protocols get their own tables),
+fronts and thresholds never pick a single run. Every link is relative and every asset (SVG plots,
+DataTables, CSS, downloads) is written into the site folder, so it opens from ``file://`` offline.
 
 Layout::
 
-    index.html  methods.html  static/
-    tracks/<track>.html   tracks/<track>/{pareto,certified}.svg
-    runs/<track>/<run>.html   runs/<track>/<run>/{radii,history}.svg
+    index.html  methods.html  static/ (style.css, tables.js, vendor/datatables/)
+    tracks/<track>.html   tracks/<track>/{front-acr,front-cert,certified,hypervolume,status}.svg
+                          tracks/<track>/{configurations,runs}.{csv,json}   (tracks without runs: literature.svg)
+    runs/<track>/<run>.html   runs/<track>/<run>/{radii,history}.svg + the run folder's files
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import math
+import os
 import re
 import shutil
-from dataclasses import dataclass, field
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 
 import actbench
 from actbench.compare import (
     DASH,
-    DEFAULT_THRESHOLDS,
     TrackInfo,
     budget_note,
     complete_runs,
-    config_labels,
-    fmt_count,
     fmt_number,
     hypervolume_table,
     main_budget,
     pareto_front,
+    protocol_counts,
     protocol_lines,
     runs_table,
-    threshold_table,
     track_info,
     tuning_budgets,
 )
-from actbench.config import format_eps
+from actbench.config import format_eps, list_tracks, load_track
 from actbench.errors import InvalidConfig
-from actbench.leaderboard import plots
+from actbench.leaderboard import downloads, plots, views
+from actbench.leaderboard.literature import LITERATURE_DIR, NOTICE, load_literature
 from actbench.leaderboard.registry import load_methods_info, registry_dirs
-from actbench.store import HISTORY_FILE, RADII_FILE, CardIndex, acr_column, attack_column, cert_column, load_cards
+from actbench.leaderboard.run_page import run_context
+from actbench.leaderboard.status import status_table
+from actbench.leaderboard.takeaway import auto_thresholds, takeaway
+from actbench.store import RADII_FILE, CardIndex, acr_column, load_cards
 
 HERE = Path(__file__).parent
 MARKER = ".actbench-site"
 MANAGED = ("index.html", "methods.html", "static", "tracks", "runs", MARKER)
+CERTIFIED = ("complete", "trained")
 
-
-@dataclass
-class Cell:
-    """One table cell: the text shown, the value a click on its header sorts by, an optional link."""
-
-    text: str
-    value: float | str | None = None
-    href: str | None = None
-    numeric: bool = True
-    color: str | None = None
-    sub: str = ""  # secondary text in small type (the ± std of a mean)
-
-    @property
-    def sort_value(self) -> str:
-        if self.value is None or (isinstance(self.value, float) and math.isnan(self.value)):
-            return ""
-        return f"{self.value:.12g}" if isinstance(self.value, int | float) else str(self.value)
-
-
-@dataclass
-class TableView:
-    """A table ready for the ``table`` macro: header lines and rows of cells."""
-
-    headers: list[list[str]]
-    rows: list[list[Cell]] = field(default_factory=list)
-    numeric: list[bool] = field(default_factory=list)
-    caption: str = ""
+Writer = Callable[..., None]
 
 
 def slug(text: str) -> str:
@@ -89,18 +68,32 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.") or "x"
 
 
-def _prepare(out_dir: Path) -> None:
-    """Empty the parts of ``out_dir`` the site owns; refuse a non-empty folder that is not a site."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
+def _check_target(out_dir: Path) -> None:
+    """Refuse a non-empty folder that is not a previous site (before any work is done)."""
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
         raise InvalidConfig(f"{out_dir} is not empty and is not an actbench site; choose an empty or new folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidConfig(f"{out_dir} is a file; choose a folder for the site")
+
+
+def _install(staging: Path, out_dir: Path) -> None:
+    """Replace the parts of ``out_dir`` the site owns with the freshly built ones in ``staging``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     for name in MANAGED:
         path = out_dir / name
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+    for entry in staging.iterdir():
+        os.replace(entry, out_dir / entry.name)
     (out_dir / MARKER).write_text("generated by actbench site; this folder is rebuilt on every run\n")
+
+
+def _breakable(text: Any) -> Markup:
+    """A long label (``propagations=1.44e+06``, a run id) that may wrap after ``=`` and ``-``."""
+    html = str(escape(str(text)))
+    return Markup(html.replace("=", "=<wbr>").replace("-", "-<wbr>") if len(html) > 14 else html)
 
 
 def _env() -> Environment:
@@ -108,24 +101,8 @@ def _env() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["eps"] = format_eps
     env.filters["pct"] = lambda v: fmt_number(v, "acc")
+    env.filters["breakable"] = _breakable
     return env
-
-
-def _num(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def _has_key(key_param: Any) -> bool:
-    return isinstance(key_param, str) and bool(key_param)
-
-
-def _key_text(key_param: Any, key_value: Any) -> str:
-    if not _has_key(key_param) or pd.isna(key_value):
-        return DASH
-    return f"{float(key_value):g}"
 
 
 def _when(stamp: Any) -> str:
@@ -135,349 +112,268 @@ def _when(stamp: Any) -> str:
     return stamp.replace("T", " ")[:16]
 
 
-def _mean_cell(mean: Any, std: Any, kind: str, decimals: int) -> Cell:
-    text = fmt_number(mean, kind, decimals)
-    sub = "" if text == DASH or pd.isna(std) else f"± {fmt_number(std, kind, decimals)}"
-    return Cell(text, _num(mean), sub=sub)
-
-
-def _run_href(track: str, run_dir: str, root: str) -> str:
+def run_href(track: str, run_dir: str | Path, root: str) -> str:
+    """Relative link to a run's page from a page ``root`` levels below the site folder."""
     return f"{root}runs/{slug(track)}/{slug(Path(run_dir).name)}.html"
 
 
-def _configs_view(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str]) -> TableView:
-    """Seed-aggregated table (mean ± std), same numbers as ``actbench compare``."""
-    table = runs_table(frame, info.name, protocol=info.protocol)
-    d = info.acr_decimals
-    metrics: list[tuple[str, str, list[str]]] = [("clean_accuracy", "acc", ["clean", "%"]),
-                                                 (acr_column("best"), "acr", ["ACR", "best"]),
-                                                 (acr_column("ibp"), "acr", ["ACR", "IBP"])]
-    for eps in info.eps_test:
-        metrics.append((cert_column("best", eps), "acc", ["certified", f"@{format_eps(eps)} %"]))
-        metrics.append((cert_column("ibp", eps), "acc", ["IBP cert.", f"@{format_eps(eps)} %"]))
-    for eps in info.eps_test:
-        metrics.append((attack_column(eps), "acc", ["attack", f"@{format_eps(eps)} %"]))
-    metrics = [m for m in metrics if f"{m[0]}_mean" in table and table[f"{m[0]}_mean"].notna().any()]
-    show_budget = table["budget"].nunique() > 1  # runs given different budgets are separate rows
-    headers = [["#"], ["method"], ["configuration"], ["seeds"]] + ([["budget"]] if show_budget else [])
-    headers += [m[2] for m in metrics] + [["epochs"], ["seconds"], ["propa-", "gations"]]
-    numeric = [True, False, False, True] + ([False] if show_budget else []) + [True] * (len(metrics) + 3)
-    view = TableView(headers=headers, numeric=numeric)
-    for _, r in table.iterrows():
-        cells = [Cell(str(r["rank"]), int(r["rank"])),
-                 Cell(str(r["method"]), str(r["method"]), numeric=False, color=colors.get(r["method"])),
-                 Cell(str(r["config_label"]), str(r["config_label"]), numeric=False),
-                 Cell(str(r["n"]), int(r["n"]))]
-        if show_budget:
-            cells.append(Cell(str(r["budget"]), str(r["budget"]), numeric=False))
-        for column, kind, _ in metrics:
-            cells.append(_mean_cell(r[f"{column}_mean"], r[f"{column}_std"], kind, d))
-        cells += [Cell(fmt_count(r[c]), _num(r[c])) for c in ("epochs", "seconds", "propagations")]
-        view.rows.append(cells)
-    return view
+def _certified_rows(frame: pd.DataFrame, track: str) -> pd.DataFrame:
+    """One row per run of ``track`` with some certification record (the runs that get a page)."""
+    rows = frame[(frame["track"] == track) & frame["protocol"].notna() & frame["status"].isin(CERTIFIED)]
+    headline = rows.sort_values("headline", kind="mergesort")  # a run's headline record last
+    return headline.drop_duplicates("path", keep="last").reset_index(drop=True)
 
 
-def _runs_view(runs: pd.DataFrame, front: pd.DataFrame, info: TrackInfo, colors: dict[str, str],
-               root: str) -> TableView:
-    """One row per complete run, linking to its run page."""
-    on_front = set(front.loc[front["on_front"].astype(bool), "config"]) if len(front) else set()
-    labels = config_labels(runs) if len(runs) else {}
-    d = info.acr_decimals
-    cert = cert_column("best", info.headline)
-    headers = [["run"], ["method"], ["configuration"], ["seed"], ["clean", "%"], ["ACR", "best"], ["ACR", "IBP"],
-               ["certified", f"@{format_eps(info.headline)} %"], ["config. on", "front"], ["epochs"],
-               ["seconds"], ["updated"]]
-    view = TableView(headers=headers, numeric=[False, False, False, True, True, True, True, True, False, True,
-                                               True, False])
-    for _, r in runs.sort_values(acr_column("best"), ascending=False).iterrows():
-        front_mark = "yes" if r["config"] in on_front else ""
-        view.rows.append([
-            Cell(str(r["run_id"]), str(r["run_id"]), href=_run_href(info.name, r["path"], "../"), numeric=False),
-            Cell(str(r["method"]), str(r["method"]), numeric=False, color=colors.get(r["method"])),
-            Cell(labels.get(r["config"], DASH), labels.get(r["config"], ""), numeric=False),
-            Cell(str(r["seed"]), int(r["seed"])),
-            Cell(fmt_number(r["clean_accuracy"], "acc"), _num(r["clean_accuracy"])),
-            Cell(fmt_number(r[acr_column("best")], "acr", d), _num(r[acr_column("best")])),
-            Cell(fmt_number(r.get(acr_column("ibp")), "acr", d), _num(r.get(acr_column("ibp")))),
-            Cell(fmt_number(r.get(cert), "acc"), _num(r.get(cert))),
-            Cell(front_mark, front_mark, numeric=False),
-            Cell(fmt_count(r["epochs"]), _num(r["epochs"])),
-            Cell(fmt_count(r["seconds"]), _num(r["seconds"])),
-            Cell(_when(r["updated"]), str(r["updated"] or ""), numeric=False),
-        ])
-    return view
-
-
-def _thresholds_views(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str],
-                      thresholds: tuple[float, ...]) -> tuple[TableView, TableView]:
-    """Best seed-mean ACR, and best seed-mean certified accuracy at the headline eps, per method (rows) and
-    clean-accuracy level (columns), over the method's configurations; the configuration is in the cell."""
-    table = threshold_table(frame, info.name, thresholds, protocol=info.protocol)
-    headers = [["method"], ["configs"]] + [["clean", f"≥ {100 * tau:g}%"] for tau in thresholds]
-    numeric = [False, True] + [True] * len(thresholds)
-    views = (TableView(headers=headers, numeric=numeric, caption="best ACR"),
-             TableView(headers=headers, numeric=numeric,
-                       caption=f"best certified accuracy @{format_eps(info.headline)} (%)"))
-    for method in dict.fromkeys(table["method"]):
-        rows: tuple[list[Cell], list[Cell]] = ([], [])
-        configs = int(table[table["method"] == method]["configs"].iloc[0])
-        for row in rows:
-            row.append(Cell(str(method), str(method), numeric=False, color=colors.get(method)))
-            row.append(Cell(str(configs), configs))
-        for tau in thresholds:
-            r = table[(table["method"] == method) & (table["threshold"] == tau)].iloc[0]
-            best = ((r["best_acr"], r["best_acr_std"], r["best_acr_config"], "acr"),
-                    (r["best_cert"], r["best_cert_std"], r["best_cert_config"], "acc"))
-            for row, (value, std, config, kind) in zip(rows, best, strict=True):
-                cell = _mean_cell(value, std, kind, info.acr_decimals)
-                cell.sub = " ".join(part for part in (cell.sub, f"({config})" if config else "") if part)
-                row.append(cell)
-        for view, row in zip(views, rows, strict=True):
-            view.rows.append(row)
-    return views
-
-
-def _hypervolume_view(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str]) -> TableView:
-    """Per method: configurations, seeds and the two hypervolumes of its front of configuration means."""
-    table = hypervolume_table(frame, info.name, protocol=info.protocol)
-    view = TableView(headers=[["method"], ["configs"], ["seeds"], ["HV clean ×", f"cert @{format_eps(info.headline)}"],
-                              ["HV clean ×", "ACR/eps"]], numeric=[False, True, False, True, True])  # fmt: skip
-    for _, r in table.iterrows():
-        view.rows.append([Cell(str(r["method"]), str(r["method"]), numeric=False, color=colors.get(r["method"])),
-                          Cell(str(r["configs"]), int(r["configs"])), Cell(str(r["seeds"]), str(r["seeds"])),
-                          Cell(f"{r['hv_cert']:.4f}", float(r["hv_cert"])),
-                          Cell(f"{r['hv_acr']:.4f}", float(r["hv_acr"]))])  # fmt: skip
-    return view
-
-
-def _read_radii(run_dir: Path, name: str | None = None) -> pd.DataFrame | None:
-    try:
-        radii = pd.read_parquet(run_dir / (name or RADII_FILE))
-    except Exception:  # noqa: BLE001 - a missing or corrupt file only costs a plot
+def track_settings(track: str) -> dict[str, Any] | None:
+    """What the registered track prescribes (for pages of tracks without runs); None when unregistered."""
+    if track not in list_tracks():
         return None
-    return radii if "radius_best" in radii else None
+    spec = load_track(track)
+    return {"title": spec.title, "eps": spec.eps, "eps_test": spec.eps_test, "model": spec.model,
+            "dataset": spec.dataset, "budget": str(spec.budget), "notes": spec.notes,
+            "samples": spec.certify_samples or "all", "verifiers": " → ".join(spec.certify_verifiers),
+            "train_subset": spec.train_subset}  # fmt: skip
 
 
-def _read_history(run_dir: Path) -> pd.DataFrame | None:
-    try:
-        history = pd.read_csv(run_dir / HISTORY_FILE)
-    except Exception:  # noqa: BLE001 - a missing or corrupt file only costs a plot
-        return None
-    return history if len(history) else None
+def start_commands(track: str) -> list[str]:
+    """The commands that give a track its first runs (a quick run, a study, the site), in order."""
+    return [f"actbench run --method adaptive --dataset {track} --preset quick",
+            f"actbench sweep --dataset {track} --methods adaptive,ibp,sabr --grid kappa=0,0.5 --seeds 0,1",
+            "actbench site --out site/"]  # fmt: skip
 
 
-def _best_config_curves(frame: pd.DataFrame, runs: pd.DataFrame, info: TrackInfo) -> dict[str, tuple[Any, Any, str]]:
-    """Certified accuracy vs eps of each method's configuration with the best mean ACR (best verifier),
-    averaged over that configuration's seeds (a configuration, not a lucky seed)."""
-    curves: dict[str, tuple[Any, Any, str]] = {}
-    front = pareto_front(frame, info.name, protocol=info.protocol)
+def _tunes(index: CardIndex, runs: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """Per configuration, the ``tune`` sections of its cards (runs written by ``actbench tune``)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for _, row in runs.iterrows():
+        tune = index.cards.get(str(row["path"]), {}).get("tune")
+        if isinstance(tune, dict):
+            out.setdefault(str(row["config"]), []).append(tune)
+    return out
+
+
+def _method_tuning(tunes: dict[str, list[dict[str, Any]]], runs: pd.DataFrame) -> dict[str, str]:
+    """Per method, the studies its configurations came from (``study s1, 40 trials``)."""
+    methods = runs.drop_duplicates("config").set_index("config")["method"] if len(runs) else pd.Series(dtype=str)
+    out: dict[str, dict[str, Any]] = {}
+    for config, items in tunes.items():
+        for tune in items:
+            if config in methods and tune.get("study"):
+                out.setdefault(str(methods[config]), {})[str(tune["study"])] = tune.get("trials")
+    return {m: "; ".join(f"study {s}" + (f", {t} trials" if t else "") for s, t in studies.items())
+            for m, studies in out.items()}  # fmt: skip
+
+
+def _curves(front: pd.DataFrame, runs: pd.DataFrame, info: TrackInfo,
+            radii: dict[str, pd.DataFrame | None]) -> list[plots.Curve]:
+    """Certified accuracy vs eps of every configuration on the fronts' plane (seed means of its runs'
+    radii); each method's configuration with the best mean ACR (the largest area under its curve) is
+    highlighted."""
+    curves = []
     for method, group in front.groupby("method", sort=True):
-        best = group.sort_values("acr", ascending=False).iloc[0]
-        members = runs[runs["config"] == best["config"]]
-        ys_all = []
-        xs = None
-        for _, run in members.iterrows():
-            radii = _read_radii(Path(run["path"]), run.get("radii_file"))
-            if radii is not None:
-                xs, ys = plots.certified_curve(radii, info.eps)
-                ys_all.append(ys)
-        if ys_all:
-            label = f"{method} ({best['config_label']}, {len(ys_all)} seed{'s' if len(ys_all) > 1 else ''})"
-            curves[method] = (xs, sum(ys_all) / len(ys_all), label)
+        best = group.sort_values(["acr", "clean_accuracy"], ascending=False).iloc[0]["config"]
+        for _, config in group.iterrows():
+            members = runs[runs["config"] == config["config"]]
+            ys, xs = [], None
+            for path in members["path"]:
+                table = radii.get(str(path))
+                if table is not None:
+                    xs, y = plots.certified_curve(table, info.eps)
+                    ys.append(y)
+            if ys:
+                label = f"{method} ({config['config_label']}, {len(ys)} seed{'s' if len(ys) > 1 else ''})"
+                curves.append(plots.Curve(str(method), xs, sum(ys) / len(ys), label, config["config"] == best))
     return curves
 
 
-def _card_sections(card: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
-    """The card as titled lists of (label, value) for the run page."""
-    def text(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.6g}"
-        if isinstance(value, list | tuple):
-            return ", ".join(text(v) for v in value)
-        if isinstance(value, dict):
-            return ", ".join(f"{k} = {text(v)}" for k, v in value.items()) or DASH
-        return DASH if value is None or value == "" else str(value)
-
-    def pairs(section: Any, skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-        if not isinstance(section, dict):
-            return []
-        return [(str(k).replace("_", " "), text(v)) for k, v in section.items() if k not in skip]
-
-    method = card.get("method", {})
-    track = card.get("track", {})
-    budget = card.get("budget", {})
-    general = [("run id", text(card.get("run_id"))), ("status", text(card.get("status"))),
-               ("seed", text(card.get("seed"))), ("created", text(card.get("created"))),
-               ("updated", text(card.get("updated")))]
-    track_pairs = [(k, text(track.get(k))) for k in ("name", "title", "dataset", "model", "preset")
-                   if k in track]
-    for k in ("eps", "eps_test", "eps_grid"):
-        if k in track:
-            values = track[k] if isinstance(track[k], list | tuple) else [track[k]]
-            track_pairs.append((k.replace("_", " "), ", ".join(format_eps(float(v)) for v in values)))
-    track_pairs += pairs(track, skip=("name", "title", "dataset", "model", "preset", "eps", "eps_test",
-                                      "eps_grid", "quick", "notes"))
-    budget_pairs = [("limit", text(budget.get("limit"))), ("used", text(budget.get("used"))),
-                    ("stopped by", text(budget.get("stopped_by")))]
-    sections = [
-        ("Run", general),
-        ("Method", pairs(method, skip=("params",)) + [("params", text(method.get("params", {})))]),
-        ("Model", pairs(card.get("model"))),
-        ("Data", pairs(card.get("data"))),
-        ("Budget", budget_pairs),
-        ("Model selection", pairs(card.get("selection"))),
-        ("Certification", pairs(card.get("certification"))),
-        ("Environment", pairs(card.get("environment"))),
-        ("Track (as run)", track_pairs),
-    ]
-    return [(title, items) for title, items in sections if items]
+def _read_radii(run_dir: Path, name: Any) -> pd.DataFrame | None:
+    try:
+        table = pd.read_parquet(run_dir / (name if isinstance(name, str) and name else RADII_FILE))
+    except Exception:  # noqa: BLE001 - a missing or corrupt file only costs a plot
+        return None
+    return table if "radius_best" in table else None
 
 
-def _metrics_views(card: dict[str, Any], info: TrackInfo) -> tuple[TableView | None, TableView | None]:
-    """ACR per verifier, and certified accuracy per verifier at each test eps (plus attack)."""
-    metrics = card.get("metrics") or {}
-    acr = metrics.get("acr") or {}
-    acr_view = None
-    if acr:
-        acr_view = TableView(headers=[["verifier"], ["ACR"], ["ACR", "% of cap"]], numeric=[False, True, True])
-        for verifier, value in acr.items():
-            share = 100 * _num(value) / info.eps if info.eps else float("nan")
-            acr_view.rows.append([Cell(str(verifier), numeric=False),
-                                  Cell(fmt_number(_num(value), "acr", info.acr_decimals)),
-                                  Cell(DASH if math.isnan(share) else f"{share:.1f}")])
-    eps_test = [float(e) for e in metrics.get("eps_test", info.eps_test) or []]
-    test = metrics.get("certified_accuracy_test") or {}
-    cert_view = None
-    if eps_test and test:
-        cert_view = TableView(headers=[["verifier"]] + [[f"@{format_eps(e)}", "%"] for e in eps_test],
-                              numeric=[False] + [True] * len(eps_test))
-        for verifier, values in test.items():
-            cert_view.rows.append([Cell(f"certified ({verifier})", numeric=False)]
-                                  + [Cell(fmt_number(_num(v), "acc")) for v in values])
-        grid = [float(e) for e in metrics.get("eps_grid", []) or []]
-        attack = metrics.get("attack_accuracy")
-        if isinstance(attack, list):
-            row = [Cell("attack (upper bound)", numeric=False)]
-            for e in eps_test:
-                match = [a for g, a in zip(grid, attack, strict=False) if abs(g - e) <= 1e-9 * max(1, e)]
-                row.append(Cell(fmt_number(_num(match[0]) if match else float("nan"), "acc")))
-            cert_view.rows.append(row)
-    return acr_view, cert_view
+def _protocol_sections(index: CardIndex, track: str, info: TrackInfo, colors: dict[str, str],
+                       hrefs: dict[str, str]) -> list[dict[str, Any]]:
+    """The track's other protocols: each one's configurations table, under it alone, with its warnings."""
+    sections = []
+    counts = protocol_counts(index.frame, track)
+    for _, row in counts[counts["protocol"] != info.protocol].iterrows():
+        other = track_info(index.frame, track, str(row["protocol"]))
+        runs = complete_runs(index.frame, track, other.protocol)
+        if runs.empty:
+            continue
+        sections.append({"id": other.protocol, "label": other.protocol_label, "warnings": other.protocol_warnings,
+                         "runs": len(runs), "configs": views.configs_view(index.frame, runs, other, colors, {})})
+    return sections
 
 
-def _track_summary(index: CardIndex, track: str) -> dict[str, Any]:
+def _track_summary(index: CardIndex, track: str, literature: int) -> dict[str, Any]:
+    """The index row of a track: its status (runs, or none yet with the commands), leader, update time."""
     rows = index.frame[index.frame["track"] == track].drop_duplicates("path")
-    done = complete_runs(index.frame, track)
     info = track_info(index.frame, track)
-    updated = [u for u in rows["updated"] if isinstance(u, str)]
+    done = complete_runs(index.frame, track, info.protocol) if info.protocol else rows.iloc[0:0]
+    settings = track_settings(track) or {}
     leader = None
-    table = runs_table(index.frame, track, protocol=info.protocol)
-    if len(table):
-        top = table.iloc[0]
-        leader = {"text": f"{top['method']} {top['config_label']}",
+    if len(done):
+        top = runs_table(index.frame, track, protocol=info.protocol).iloc[0]
+        leader = {"text": f"{top['method']} ({top['config_label']})",
                   "acr": fmt_number(top["acr_best_mean"], "acr", info.acr_decimals),
-                  "clean": fmt_number(top["clean_accuracy_mean"], "acc")}
+                  "clean": fmt_number(top["clean_accuracy_mean"], "acc")}  # fmt: skip
+    updated = [u for u in rows["updated"] if isinstance(u, str)]
+    eps = info.eps if len(done) else settings.get("eps", info.eps)
     return {
-        "name": track, "title": info.title, "href": f"tracks/{slug(track)}.html", "eps": info.eps,
-        "eps_test": info.eps_test, "runs": len(done), "other": len(rows) - len(done),
-        "methods": done["method"].nunique(), "updated": _when(max(updated)) if updated else DASH,
-        "leader": leader,
-    }
-
-
-def _budget_note(frame: pd.DataFrame, track: str, info: TrackInfo) -> str:
-    """The tuning-budget note of the track page ('' when every method had as many configurations)."""
-    table = runs_table(frame, track, protocol=info.protocol)
-    if table.empty:
-        return ""
-    budget = main_budget(table, track)
-    return budget_note(tuning_budgets(table[table["budget"].astype(str) == budget]))
+        "name": track, "title": info.title if len(done) else settings.get("title", info.title),
+        "href": f"tracks/{slug(track)}.html", "eps": eps,
+        "eps_test": info.eps_test if len(done) else settings.get("eps_test", ()),
+        "runs": len(done), "other": len(rows) - len(done), "methods": done["method"].nunique() if len(done) else 0,
+        "configs": done["config"].nunique() if len(done) else 0, "updated": _when(max(updated)) if updated else DASH,
+        "leader": leader, "registered": bool(settings), "literature": literature, "commands": start_commands(track),
+    }  # fmt: skip
 
 
 def build_site(results_dir: Path | str, out_dir: Path | str,
                methods_info: list[dict[str, Any]] | None = None,
-               thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS) -> Path:
+               thresholds: tuple[float, ...] | None = None, literature_dir: Path | str | None = None,
+               index: CardIndex | None = None) -> Path:
     """Build the static leaderboard from ``results_dir`` into ``out_dir``; returns ``out_dir/index.html``.
 
-    ``methods_info`` lists ``{name, title, citation: {authors, venue, year, link}, description}``; when
-    None it is read from the method registry (``methods/*.toml``, ``baselines/*.toml``) if present.
-    Bad cards are skipped and listed on the index page. ``out_dir`` must be new, empty or a previous site.
+    ``methods_info`` lists ``{name, title, citation: {authors, title, venue, year, link}, description}``;
+    when None it is read from the method registry (``methods/*.toml``, ``baselines/*.toml``) if present.
+    ``thresholds`` (clean-accuracy levels) default to levels chosen from each track's data
+    (:func:`takeaway.auto_thresholds`); ``literature_dir`` holds ``<track>.toml`` reference points (default:
+    the package's). Every registered track gets a page, with or without runs. Bad cards are skipped and
+    listed on the index page. ``out_dir`` must be new, empty or a previous site. ``index``: the card index of
+    ``results_dir`` when the caller has read it already.
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
-    index = load_cards(results_dir)
+    literature_dir = Path(literature_dir) if literature_dir is not None else LITERATURE_DIR
+    index = index if index is not None else load_cards(results_dir)
     if methods_info is None:
         methods_info = load_methods_info(registry_dirs(results_dir))
-    _prepare(out_dir)
+    tracks = sorted(set(list_tracks()) | set(index.frame["track"].dropna()))
+    literature = {t: load_literature(t, literature_dir) for t in tracks}  # fails before anything is written
+    _check_target(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".actbench-site-", dir=out_dir.parent))
+    try:  # built beside the target and moved in at the end: a failure leaves the previous site as it was
+        _build_all(index, results_dir, staging, methods_info, thresholds, literature, tracks)
+        _install(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir / "index.html"
+
+
+def _build_all(index: CardIndex, results_dir: Path, out_dir: Path, methods_info: list[dict[str, Any]],
+               thresholds: tuple[float, ...] | None, literature: dict[str, list], tracks: list[str]) -> None:
+    """Every page, plot, asset and download of the site, written into ``out_dir``."""
     shutil.copytree(HERE / "static", out_dir / "static")
     env = _env()
-    generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    common = {"version": actbench.__version__, "generated": generated}
-    done = complete_runs(index.frame)
+    common = {"version": actbench.__version__, "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    done = index.frame[index.frame["protocol"].notna() & index.frame["status"].isin(CERTIFIED)]
     colors = plots.method_colors(done["method"])
-    tracks = sorted(set(done["track"]))
-    summaries = [_track_summary(index, t) for t in tracks]
-    others = sorted(set(index.frame["track"]) - set(tracks))
+    citations = {m["name"]: m.get("citation") for m in methods_info}
 
     def write(path: Path, template: str, **context: Any) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(env.get_template(template).render(**common, **context))
 
+    summaries = []
     for track in tracks:
-        _build_track(index, track, out_dir, colors, thresholds, write)
+        summaries.append(_track_summary(index, track, len(literature[track])))
+        _build_track(index, track, out_dir, colors, thresholds, literature[track], citations, write)
     titles = {m["name"]: m for m in methods_info}
     card_methods = done.groupby("method")["title"].last().to_dict() if len(done) else {}
     extra = [{"name": n, "title": t, "citation": None, "description": "", "source": ""}
-             for n, t in sorted(card_methods.items()) if n not in titles]
+             for n, t in sorted(card_methods.items()) if n not in titles]  # fmt: skip
+    per_track = done.drop_duplicates("path").groupby(["method", "track"]).size() if len(done) else pd.Series()
+    runs_per_method = {m: {t: int(n) for (mm, t), n in per_track.items() if mm == m} for m in card_methods}
     write(out_dir / "methods.html", "methods.html", root="", page="methods", methods=[*methods_info, *extra],
-          colors=colors, runs_per_method=done["method"].value_counts().to_dict())
+          colors=colors, runs_per_method=runs_per_method, track_href=lambda t: f"tracks/{slug(t)}.html")
     write(out_dir / "index.html", "index.html", root="", page="index", tracks=summaries,
-          other_tracks=others, warnings=index.warnings, results_dir=str(results_dir))
-    return out_dir / "index.html"
+          warnings=index.warnings, results_dir=str(results_dir), any_runs=any(s["runs"] for s in summaries))
 
 
 def _build_track(index: CardIndex, track: str, out_dir: Path, colors: dict[str, str],
-                 thresholds: tuple[float, ...], write: Any) -> None:
-    """The track page, its two plots, and the page of each of its complete runs."""
+                 thresholds: tuple[float, ...] | None, literature: list, citations: dict[str, Any],
+                 write: Writer) -> None:
+    """The track page, its plots and downloads, and the page of each of its certified runs."""
     frame = index.frame
     info = track_info(frame, track)
-    runs = complete_runs(frame, track, info.protocol)
-    front = pareto_front(frame, track, protocol=info.protocol)
+    settings = track_settings(track)
     asset_dir = out_dir / "tracks" / slug(track)
-    plots.pareto_plot(front, colors, asset_dir / "pareto.svg", info.eps)
-    curves = _best_config_curves(frame, runs, info)
-    if curves:
-        plots.certified_plot(curves, colors, asset_dir / "certified.svg", info.eps, info.eps_test)
-    legend = [(m, colors[m]) for m in sorted(set(runs["method"]))]
-    write(out_dir / "tracks" / f"{slug(track)}.html", "track.html", root="../", page="track", info=info,
-          summary=_track_summary(index, track), configs=_configs_view(frame, info, colors),
-          runs=_runs_view(runs, front, info, colors, "../"),
-          thresholds=_thresholds_views(frame, info, colors, thresholds),
-          hypervolume=_hypervolume_view(frame, info, colors), protocol_lines=protocol_lines(frame, info),
-          budget_note=_budget_note(frame, track, info),
-          pareto=f"{slug(track)}/pareto.svg", certified=f"{slug(track)}/certified.svg" if curves else None,
-          curve_runs=[label for _, (_, _, label) in sorted(curves.items())], legend=legend,
-          headline=format_eps(info.headline))
-    for _, row in runs.iterrows():
+    certified = _certified_rows(frame, track)
+    hrefs = {str(p): run_href(track, p, "../") for p in certified["path"]}
+    context: dict[str, Any] = {"info": info, "settings": settings, "literature": views.literature_view(literature),
+                               "literature_count": len(literature), "notice": NOTICE,
+                               "commands": start_commands(track), "track": track}  # fmt: skip
+    runs = complete_runs(frame, track, info.protocol) if info.protocol else frame.iloc[0:0]
+    if literature and not len(runs):  # with runs, the points are on the track's own plots
+        eps = (settings or {}).get("eps", max(p.eps for p in literature))
+        plots.certified_plot([], colors, asset_dir / "literature.svg", eps, [p.eps for p in literature], literature)
+        context["literature_svg"] = f"{slug(track)}/literature.svg"
+    if len(runs):
+        context.update(_track_tables(index, track, info, runs, certified, colors, thresholds, literature, asset_dir,
+                                     hrefs))  # fmt: skip
+    write(out_dir / "tracks" / f"{slug(track)}.html", "track.html", root="../", page="track",
+          has_runs=bool(len(runs)), **context)
+    radii = context.get("radii", {})
+    for _, row in certified.iterrows():
         run_dir = Path(row["path"])
         card = index.cards[str(run_dir)]
-        name = slug(run_dir.name)
-        assets = out_dir / "runs" / slug(track) / name
-        radii, history = _read_radii(run_dir, row.get("radii_file")), _read_history(run_dir)
-        radii_svg = history_svg = None
-        if radii is not None:
-            plots.radius_histogram(radii, info.eps, info.eps_test, assets / "radii.svg",
-                                   colors.get(row["method"], plots.PALETTE[0]))
-            radii_svg = f"{name}/radii.svg"
-        if history is not None:
-            plots.history_plot(history, assets / "history.svg")
-            history_svg = f"{name}/history.svg"
-        acr_view, cert_view = _metrics_views(card, info)
-        key = _key_text(row["key_param"], row["key_value"])
-        write(out_dir / "runs" / slug(track) / f"{name}.html", "run.html", root="../../", page="run",
-              row=row, card=card, info=info, key=key, sections=_card_sections(card), acr=acr_view,
-              cert=cert_view, radii_svg=radii_svg, history_svg=history_svg,
-              track_href=f"../../tracks/{slug(track)}.html", color=colors.get(row["method"]),
-              raw=json.dumps(card, indent=2), clean=fmt_number(row["clean_accuracy"], "acc"),
-              acr_best=fmt_number(row[acr_column("best")], "acr", info.acr_decimals),
-              cert_headline=fmt_number(row.get(cert_column("best", info.headline)), "acc"),
-              headline=format_eps(info.headline))
+        page = run_context(frame, row, card, info, colors, out_dir / "runs" / slug(track) / slug(run_dir.name),
+                           radii.get(str(run_dir)), citations.get(row["method"]))  # fmt: skip
+        write(out_dir / "runs" / slug(track) / f"{slug(run_dir.name)}.html", "run.html", root="../../",
+              page="run", track_href=f"../../tracks/{slug(track)}.html", **page)
+
+
+def _track_tables(index: CardIndex, track: str, info: TrackInfo, runs: pd.DataFrame, certified: pd.DataFrame,
+                  colors: dict[str, str], thresholds: tuple[float, ...] | None, literature: list,
+                  asset_dir: Path, hrefs: dict[str, str]) -> dict[str, Any]:
+    """Tables, plots and downloads of a track with runs under its default protocol."""
+    frame = index.frame
+    front = pareto_front(frame, track, protocol=info.protocol)
+    radii = {str(r["path"]): _read_radii(Path(r["path"]), r.get("radii_file")) for _, r in runs.iterrows()}
+    taus = tuple(thresholds) if thresholds else auto_thresholds(frame, info)
+    tunes = _tunes(index, runs)
+    configs = runs_table(frame, track, protocol=info.protocol)
+    budget = main_budget(configs, track)
+    note = budget_note(tuning_budgets(configs[configs["budget"].astype(str) == budget]))
+    hv = hypervolume_table(frame, track, protocol=info.protocol)
+    status = status_table(runs, info, index.cards)
+    slugged = slug(track)
+    plots.front_plot(front, colors, asset_dir / "front-acr.svg", "acr", info.eps, info.headline, literature)
+    plots.front_plot(front, colors, asset_dir / "front-cert.svg", "cert", info.eps, info.headline, literature)
+    curves = _curves(front, runs, info, radii)
+    plots.certified_plot(curves, colors, asset_dir / "certified.svg", info.eps, info.eps_test, literature)
+    if len(hv):
+        plots.hypervolume_plot(hv, colors, asset_dir / "hypervolume.svg", info.headline)
+    if len(status):
+        plots.status_plot(status, asset_dir / "status.svg", info.headline)
+    config_rows = configs.assign(protocol=info.protocol, protocol_label=info.protocol_label)
+    files = downloads.write_table(config_rows, asset_dir, "configurations")
+    files += downloads.write_table(downloads.runs_frame(frame, track), asset_dir, "runs")
+    tuning = _method_tuning(tunes, runs)
+    counts = protocol_counts(frame, track)
+    return {
+        "summary": {"runs": len(runs), "methods": runs["method"].nunique(), "configs": runs["config"].nunique(),
+                    "updated": _when(max(u for u in runs["updated"] if isinstance(u, str)))},
+        "protocol_lines": protocol_lines(frame, info), "budget_note": note, "main_budget": budget,
+        "takeaway": takeaway(frame, info, taus), "thresholds": views.thresholds_views(frame, info, colors, taus),
+        "taus": taus, "hypervolume": views.hypervolume_view(frame, info, colors, tuning),
+        "hypervolume_svg": f"{slugged}/hypervolume.svg" if len(hv) else None,
+        "status": views.status_view(status, colors) if len(status) else None,
+        "status_svg": f"{slugged}/status.svg" if len(status) else None,
+        "front_acr": f"{slugged}/front-acr.svg", "front_cert": f"{slugged}/front-cert.svg",
+        "certified_svg": f"{slugged}/certified.svg", "highlighted": [c.label for c in curves if c.highlight],
+        "configs": views.configs_view(frame, runs, info, colors, tunes),
+        "runs": views.runs_view(runs, front, info, colors, hrefs),
+        "records": views.records_view(frame, track, info.protocol, colors, hrefs, info.headline)
+        if len(counts) > 1 else None,
+        "other_protocols": _protocol_sections(index, track, info, colors, hrefs),
+        "downloads": [(stem_label, kind, f"{slugged}/{name}", views.file_size(asset_dir / name))
+                      for (kind, name) in files for stem_label in [name.rsplit(".", 1)[0]]],
+        "headline": format_eps(info.headline), "acr_column": acr_column("best"), "radii": radii,
+        "uncertified": len(certified) - len(runs),
+    }  # fmt: skip

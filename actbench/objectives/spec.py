@@ -19,6 +19,8 @@ values from the papers where known::
     source = "repo, file, command"     #   recipe on a track, selected with --recipe published
     track = { lr = 5e-4, budget = "epochs=160" }   # track settings it changes (RECIPE_TRACK_KEYS)
     params = { lam = 0.7 }                         # hyper-parameters it changes
+    [search]                           # optional search space of `actbench tune` (objectives/search.py)
+    lam = { low = 0.02, high = 1.0, log = true }
 
 Resolution order: the objective's declared defaults, ``[params]``, ``[tracks.<track>]``, the chosen
 recipe's ``params``, then the user's ``--set key=value`` overrides. Every value is type- and
@@ -36,11 +38,13 @@ from typing import Any
 from actbench.config import Track, list_tracks
 from actbench.errors import InvalidConfig, UnknownName
 from actbench.objectives.base import Objective, declared_params, objective_class
+from actbench.objectives.search import SearchRange, parse_search
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_DIRS = (ROOT / "methods", ROOT / "baselines", Path(__file__).resolve().parents[1] / "registry")
 REQUIRED = {"name": str, "title": str, "objective": str, "ibp_init": bool, "citation": dict}
-OPTIONAL = {"key_param": str, "params": dict, "tracks": dict, "description": str, "selection": str, "recipes": dict}
+OPTIONAL = {"key_param": str, "params": dict, "tracks": dict, "description": str, "selection": str, "recipes": dict,
+            "search": dict}
 SHARED_RECIPE = "shared"
 RECIPE_TRACK_KEYS = ("budget", "batch_size", "lr", "lr_schedule", "lr_milestones", "lr_gamma", "warmup_epochs",
                      "ramp_epochs", "reg_tightness", "reg_relu", "l1", "grad_clip", "augment")
@@ -64,6 +68,7 @@ class MethodSpec:
     recipe: str = SHARED_RECIPE
     recipe_track: dict[str, Any] = field(default_factory=dict)  # track settings the recipe changes
     recipe_source: str = ""
+    search: dict[str, SearchRange] = field(default_factory=dict, compare=False)  # `actbench tune`'s space
 
     def recipe_record(self) -> dict[str, Any]:
         """What a run card records of the recipe: its name, source and the settings it changed."""
@@ -215,9 +220,10 @@ def load_method(name_or_path: str | Path, track_name: str, overrides: dict[str, 
         if selection not in SELECTION_RULES:
             raise InvalidConfig(f"method spec {path}: selection {selection!r}; choose one of "
                                 f"{', '.join(SELECTION_RULES)}")
+    search = parse_search(raw.get("search"), declared_params(cls), path)
     return MethodSpec(raw["name"], raw["title"], raw["objective"], params, dict(raw["citation"]), path, key_param,
                       raw.get("description", ""), selection, recipe, dict(chosen.get("track", {})),
-                      chosen.get("source", ""))  # fmt: skip
+                      chosen.get("source", ""), search)  # fmt: skip
 
 
 def create_objective(spec: MethodSpec, track: Track) -> Objective:

@@ -18,6 +18,10 @@ per method family:
   would favour the least robust epochs; IBP-based acceps is ≈ 0 for PGD-AT models.
 - ``last``: the last epoch.
 
+The card's ``selection`` records the rule, the selected epoch, its value and (``validation``) that
+epoch's validation metrics: clean accuracy, IBP certified accuracy and ACR at the track's eps, acceps
+(and PGD accuracy when measured). ``actbench tune`` scores trials on them.
+
 The first best wins ties. If training ends before eps reaches its target, a rule that needs it selects
 the last epoch and records that fallback.
 """
@@ -105,6 +109,7 @@ class Selector:
     value: float | None = None
     state: dict | None = None
     fallback: bool = False
+    metrics: dict | None = None  # the selected epoch's validation metrics (the card's selection.validation)
 
     def __post_init__(self) -> None:
         if self.rule not in SELECTION_RULES:
@@ -127,18 +132,23 @@ class Selector:
             take, fallback = self.epoch is None or self.fallback, True
         if take:
             self.epoch, self.value, self.fallback = epoch, value, fallback
+            self.metrics = {"accuracy": metrics.acc, "certified_accuracy": metrics.cert_acc, "acr": metrics.acr,
+                            "acceps": metrics.acceps, **({} if math.isnan(metrics.pgd_acc) else
+                                                         {"pgd_accuracy": metrics.pgd_acc})}  # fmt: skip
             self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return take
 
     def summary(self) -> dict:
         out = {"rule": self.rule, "epoch": self.epoch, "value": self.value}
+        if self.metrics is not None:
+            out["validation"] = dict(self.metrics)
         if self.fallback:
             out["note"] = "eps never reached its target: the last epoch was selected"
         return out
 
     def state_dict(self) -> dict:
         return {"rule": self.rule, "epoch": self.epoch, "value": self.value, "state": self.state,
-                "fallback": self.fallback}  # fmt: skip
+                "fallback": self.fallback, "metrics": self.metrics}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
