@@ -59,3 +59,18 @@ def test_mnist_fc_subset_matches_published_answers():
                     assert float(margins(model.double()(x), torch.tensor([label]))) <= 0
     finally:
         torch.set_num_threads(threads)
+
+
+def test_actbench_verify_dispatches_to_the_complete_verifiers():
+    from actbench.interop import load_onnx, read_property, verify_property
+
+    net = load_onnx(DATA / "onnx" / "mnist-net_256x2.onnx.gz")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for prop, expected in (("prop_6_0.03", "unsat"), ("prop_0_0.05", "sat")):
+            verdict = verify_property(net, read_property(DATA / "vnnlib" / f"{prop}.vnnlib.gz"), ["bab"], timeout=60)
+            assert verdict.answer == expected and verdict.verifier == "bab", verdict
+            assert expected == "unsat" or verdict.x is not None
+    finally:
+        torch.set_num_threads(threads)
