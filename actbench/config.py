@@ -190,6 +190,8 @@ class Track:
         for key in ("eps_test", "eps_grid", "certify_verifiers", "lr_milestones"):
             if key in changes:
                 changes[key] = tuple(changes[key])
+        if "certify_complete" in changes:
+            changes["certify_complete"] = complete_table(changes["certify_complete"] or {}, self.eps)
         try:
             return dataclasses.replace(self, **changes)
         except TypeError as exc:
