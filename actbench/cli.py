@@ -103,6 +103,13 @@ def print_run_summary(card: dict[str, Any], run_dir: Path) -> None:
         best = (metrics.get("certified_accuracy_test") or {}).get("best") or []
         for eps, value in zip(test_eps, best, strict=False):
             table.add_row(f"certified accuracy at {format_eps(eps)}", _pct(value))
+        complete = metrics.get("complete") or {}
+        for row in complete.get("per_eps", []):
+            table.add_row(f"complete ({complete['verifier']}) at {format_eps(row['eps'])}",
+                          f"{_pct(row['certified_accuracy'])} certified of {complete['samples']}: "
+                          f"{row['certified']} certified / {row['falsified']} falsified / {row['unknown']} unknown, "
+                          f"{row['searched']} searched in {row['seconds']:.0f} s "
+                          f"(median {row['median_seconds']:.2f} s)")
     used = card.get("budget", {}).get("used") or {}
     if used:
         table.add_row(
@@ -237,7 +244,9 @@ def methods() -> None:
 @app.command()
 def certify(
     run_dir: Annotated[Path | None, typer.Argument(help="A run folder (results/<track>/<run-id>).")] = None,
-    verifier: Annotated[str, typer.Option(help="ibp, crown-ibp, crown, or cascade (cheap first).")] = "cascade",
+    verifier: Annotated[str, typer.Option(
+        help="ibp, crown-ibp, crown, alpha-crown, cascade (cheap first), or bab / milp (cascade, then complete "
+             "verification of the samples left between certified and attacked).")] = "cascade",
     eps_grid: Annotated[str | None, typer.Option(help="start:stop:count (e.g. 0:0.2:21) or a list 0.1,8/255.")] = None,
     samples: Annotated[int | None, typer.Option(help="Certify only the first N test samples.")] = None,
     attack: Annotated[bool, typer.Option(help="Run the PGD attack (upper bound and soundness check).")] = True,
@@ -246,6 +255,8 @@ def certify(
     data_dir: Annotated[str | None, typer.Option(help="Folder with dataset files.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Complete verification: seconds per sample.")] = None,
+    complete_samples: Annotated[int | None, typer.Option(help="Complete verification: the first N samples.")] = None,
     model: Annotated[Path | None, typer.Option(help="Instead of RUN_DIR: an external model, .onnx or .pt.")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", "--track", help="With --model: the track.")] = None,
     eps: Annotated[str | None, typer.Option(help="With --model: the eps cap (default: the track's).")] = None,
@@ -274,6 +285,7 @@ def certify(
     card = certify_run(
         run_dir, verifier=verifier, eps_grid=grid, samples=samples, attack=attack, dtype=dtype,
         max_seconds=max_seconds, data_dir=data_dir, device=resolve_device(device), progress=not quiet,
+        complete_timeout=timeout, complete_samples=complete_samples,
     )  # fmt: skip
     record = card["certifications"][-1]
     protocol = record["protocol"]

@@ -170,6 +170,9 @@ class Track:
     # Epochs the LR and eps schedules are planned for when the budget is seconds or propagations
     # (0: the epochs of the registered track's budget). An epochs budget always plans its own count.
     schedule_epochs: int = 0
+    # Complete verification after the cascade ([certify_complete] table: verifier, eps, samples, timeout,
+    # options; empty: none), in canonical form (complete_table). See actbench/certify/complete.py.
+    certify_complete: dict[str, Any] = field(default_factory=dict)
 
     def with_quick(self) -> Track:
         """The ``--preset quick`` version: fewer epochs / samples, same eps and model."""
@@ -187,6 +190,8 @@ class Track:
         for key in ("eps_test", "eps_grid", "certify_verifiers", "lr_milestones"):
             if key in changes:
                 changes[key] = tuple(changes[key])
+        if "certify_complete" in changes:
+            changes["certify_complete"] = complete_table(changes["certify_complete"] or {}, self.eps)
         try:
             return dataclasses.replace(self, **changes)
         except TypeError as exc:
@@ -216,11 +221,32 @@ def _track_from_toml(path: Path) -> Track:
             raw[key] = tuple(raw.get(key, ()))
         if raw.get("certify_samples", 0) in (0, None):
             raw["certify_samples"] = None
+        raw["certify_complete"] = complete_table(raw.get("certify_complete") or {}, raw["eps"])
         return Track(**raw)
     except KeyError as exc:
         raise InvalidConfig(f"track file {path}: missing key {exc}") from exc
     except TypeError as exc:
         raise InvalidConfig(f"track file {path}: {exc}") from exc
+
+
+COMPLETE_KEYS = ("verifier", "eps", "samples", "timeout", "clock", "options")
+
+
+def complete_table(table: dict[str, Any], eps_default: float) -> dict[str, Any]:
+    """A ``[certify_complete]`` table in canonical form (every key, eps as floats; ``{}`` stays empty), so
+    that equal settings make equal certification protocols."""
+    if not table:
+        return {}
+    unknown = set(table) - set(COMPLETE_KEYS)
+    if unknown:
+        raise InvalidConfig(f"[certify_complete]: unknown keys {sorted(unknown)}; known: {list(COMPLETE_KEYS)}")
+    samples = table.get("samples")
+    return {"verifier": str(table.get("verifier", "bab")),
+            "eps": [parse_eps(e) for e in table.get("eps", [eps_default])],
+            "samples": None if samples in (None, 0) else int(samples),
+            "timeout": float(table.get("timeout", 10.0)),
+            "clock": str(table.get("clock", "wall")),
+            "options": dict(table.get("options") or {})}
 
 
 def list_tracks() -> list[str]:

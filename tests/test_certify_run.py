@@ -74,7 +74,7 @@ def test_cascade_uses_track_verifiers(tmp_path):
         (lambda run: (run / "model.pt").write_bytes(b"not a checkpoint"), {}, CheckpointError),
         (lambda run: None, {"eps_grid": [0.0, 1.5]}, InvalidConfig),
         (lambda run: None, {"eps_grid": "0:2:3"}, InvalidConfig),
-        (lambda run: None, {"verifier": "alpha-crown"}, UnknownName),
+        (lambda run: None, {"verifier": "mn-bab"}, UnknownName),
         (lambda run: None, {"verifiers": ["ibp", "mn-bab"]}, UnknownName),
         (lambda run: None, {"samples": 0}, InvalidConfig),
         (lambda run: None, {"dtype": "float16"}, InvalidConfig),

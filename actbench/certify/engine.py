@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from actbench.certify.attack import attack_radii
+from actbench.certify.complete import CompleteSettings, complete_columns, complete_phase
 from actbench.certify.memory import samples_per_pass
 from actbench.certify.radius import certified_radii, clean_margin
 from actbench.config import parse_eps, parse_eps_grid
@@ -46,7 +47,8 @@ from actbench.data import Split
 from actbench.device import device_info, no_tf32
 from actbench.errors import InvalidConfig, ResourceLimit, SoundnessError, UnknownName
 
-VERIFIERS = ("ibp", "crown-ibp", "crown")  # cascade order, cheapest first
+VERIFIERS = ("ibp", "crown-ibp", "crown", "alpha-crown")  # cascade order, cheapest first
+DEFAULT_CASCADE = VERIFIERS[:3]  # alpha-crown (an optimisation per probe) only when asked for
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
@@ -129,7 +131,7 @@ def certify(
     split: Split,
     eps_max: float,
     eps_grid: Sequence[float],
-    verifiers: Sequence[str] = VERIFIERS,
+    verifiers: Sequence[str] = DEFAULT_CASCADE,
     attack: bool = True,
     samples: int | None = None,
     dtype: torch.dtype | str = torch.float64,
@@ -141,6 +143,7 @@ def certify(
     rtol: float = 1e-4,
     cascade: bool = True,
     attack_settings: AttackSettings | None = None,
+    complete: CompleteSettings | None = None,
 ) -> CertifyReport:
     """Certify the first ``samples`` samples of ``split`` (all when None); see the module docstring.
 
@@ -244,8 +247,18 @@ def certify(
             seconds["attack"] = time.monotonic() - start
             _check_consistency(radius, best, attack_r, correct)
 
+        phase = None
+        if complete is not None:  # complete verification of the samples left between certified and attacked
+            start = time.monotonic()
+            m = n if complete.samples is None else min(int(complete.samples), n)
+            phase = complete_phase(net, batch(0, m)[0], labels, correct, best, attack_r, complete, bar)
+            seconds["complete"] = time.monotonic() - start
+
     records = _records(labels, logits, correct, radius, passes, unknown, best, attack_r, eps_max, verifiers)
     summary = summarize(records, verifiers, eps_max, grid, tests, cascade, attack)
+    if phase is not None:
+        records = records.assign(**complete_columns(phase.records, n))
+        summary["complete"] = phase.summary
     settings = {
         "verifiers": list(verifiers),
         "cascade": cascade,
@@ -260,6 +273,7 @@ def certify(
         "metric_rule": "cumulative over the cascade" if cascade and len(verifiers) > 1 else "own",
         "max_seconds": max_seconds,
         "device": device_info(device),
+        "complete": None if complete is None else complete.to_dict(),
     }
     return CertifyReport(records, summary, settings)
 

@@ -16,7 +16,8 @@ from torch import nn
 
 CPU_BUDGET = 2 * 2**30
 WORKING_COPIES = 3  # A, its positive/negative parts and the product of a relaxation step live at once
-FIXED_CHUNK = {"crown": 16}  # full CROWN: small chunks give finer progress and time-limit steps
+# full and alpha-CROWN: small chunks give finer progress and time-limit steps
+FIXED_CHUNK = {"crown": 16, "alpha-crown": 16}
 
 
 def widest_activation(model: nn.Module, x: torch.Tensor) -> int:

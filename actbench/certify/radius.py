@@ -354,6 +354,8 @@ def certified_radii(
 
     if x.shape[0] != y.shape[0]:
         raise InvalidInput(f"certified_radii: {x.shape[0]} inputs but {y.shape[0]} labels")
+    if method == "alpha-crown" and model.training:
+        raise InvalidInput("alpha-crown certifies models in eval mode (running BatchNorm statistics) only")
     with torch.no_grad():
         if logits is None:
             logits, stats = clean_forward(model, x)
@@ -367,6 +369,10 @@ def certified_radii(
         f0 = clean_margin(logits.to(torch.float64), y)
 
         def fn(idx: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+            if method == "alpha-crown":  # the complete package's alpha-CROWN (eval-mode models only)
+                from actbench.complete.alpha_crown import margin_lower
+
+                return margin_lower(model, x[idx], y[idx], eps, lo=lo, hi=hi).min(dim=1).values
             res = margin_bounds(model, x[idx], y[idx], eps, method=method, lo=lo, hi=hi, bn_stats=bn_stats)
             return res.lower.min(dim=1).values
 

@@ -19,7 +19,15 @@ from typing import Any
 
 import torch
 
-from actbench.certify.engine import VERIFIERS, AttackSettings, certify, check_verifiers, resolve_dtype
+from actbench.certify.complete import COMPLETE_VERIFIERS, STATE_FILE, CompleteSettings
+from actbench.certify.engine import (
+    DEFAULT_CASCADE,
+    VERIFIERS,
+    AttackSettings,
+    certify,
+    check_verifiers,
+    resolve_dtype,
+)
 from actbench.certify.protocol import Protocol, track_protocol
 from actbench.config import parse_eps, parse_eps_grid
 from actbench.errors import CardError, CheckpointError, InvalidConfig, UnknownName
@@ -29,11 +37,28 @@ from actbench.store import MODEL_FILE, RADII_FILE, atomic_write, read_card, utc_
 def _resolve_verifiers(verifier: str, verifiers: Sequence[str] | None, track: dict[str, Any]) -> tuple[str, ...]:
     if verifiers is not None:
         return check_verifiers(tuple(verifiers))
-    if verifier == "cascade":
-        return check_verifiers(tuple(track.get("certify_verifiers") or VERIFIERS))
+    if verifier == "cascade" or verifier in COMPLETE_VERIFIERS:
+        return check_verifiers(tuple(track.get("certify_verifiers") or DEFAULT_CASCADE))
     if verifier not in VERIFIERS:
-        raise UnknownName("verifier", verifier, (*VERIFIERS, "cascade"))
+        raise UnknownName("verifier", verifier, (*VERIFIERS, *COMPLETE_VERIFIERS, "cascade"))
     return (verifier,)
+
+
+def _complete_settings(verifier: str, track: dict[str, Any], run_dir: Path, timeout: float | None,
+                       samples: int | None) -> CompleteSettings | None:
+    """The complete phase: the track's ``[certify_complete]`` table for ``cascade``; ``bab``/``milp`` force it."""
+    table = dict(track.get("certify_complete") or {})
+    if verifier in COMPLETE_VERIFIERS:
+        table["verifier"] = verifier
+    elif verifier != "cascade" or not table:
+        return None
+    if timeout is not None:
+        table["timeout"] = timeout
+    if samples is not None:
+        table["samples"] = samples
+    settings = CompleteSettings.from_track(table, [track["eps"]])
+    settings.state_file = run_dir / STATE_FILE
+    return settings
 
 
 def certify_run(
@@ -50,12 +75,17 @@ def certify_run(
     verifiers: Sequence[str] | None = None,
     batch_size: int = 256,
     attack_settings: AttackSettings | None = None,
+    complete_timeout: float | None = None,
+    complete_samples: int | None = None,
 ) -> dict[str, Any]:
     """Certify ``run_dir``'s ``model.pt`` on its track's test split; returns the updated card.
 
     ``verifier`` is one name or ``"cascade"`` (the track's ``certify_verifiers``, else all, cheapest
     first); ``verifiers`` gives an explicit cascade instead. ``eps_grid`` defaults to the track's grid;
-    ``samples`` to the track's ``certify_samples`` (None: whole test split).
+    ``samples`` to the track's ``certify_samples`` (None: whole test split). ``verifier="bab"`` or
+    ``"milp"`` adds complete verification after the cascade (``certify.complete``; the track's
+    ``[certify_complete]`` table gives its eps, subset and time limit, ``complete_timeout`` and
+    ``complete_samples`` override them); ``cascade`` runs it when the track has that table.
     """
     from actbench.data import get_info, load_splits
     from actbench.models import load_model
@@ -69,6 +99,7 @@ def certify_run(
     except KeyError as exc:
         raise CardError(f"{run_dir}: card track has no {exc} entry") from exc
     chosen = _resolve_verifiers(verifier, verifiers, track)
+    complete = _complete_settings(verifier, track, run_dir, complete_timeout, complete_samples)
     torch_dtype = resolve_dtype(dtype)
     grid = parse_eps_grid(eps_grid if eps_grid is not None else list(track.get("eps_grid") or [0.0, eps_max]))
     eps_test = parse_eps_grid(list(track["eps_test"])) if track.get("eps_test") else []
@@ -96,14 +127,14 @@ def certify_run(
     protocol = Protocol(
         verifiers=chosen, cascade=True, dtype=str(torch_dtype).replace("torch.", ""),
         samples=None if samples is None else int(samples), eps_grid=tuple(grid), max_seconds=max_seconds,
-        attack=settings.to_dict() if attack else None,
+        attack=settings.to_dict() if attack else None, complete=None if complete is None else complete.to_dict(),
     )  # fmt: skip
 
     report = certify(
         model, splits.test, eps_max, grid, verifiers=chosen, attack=attack,
         samples=None if samples is None else int(samples), dtype=torch_dtype, max_seconds=max_seconds,
         batch_size=batch_size, device=device, progress=progress, eps_test=eps_test,
-        attack_settings=attack_settings,
+        attack_settings=attack_settings, complete=complete,
     )  # fmt: skip
 
     is_track = protocol.id == track_protocol(track).id

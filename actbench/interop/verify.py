@@ -198,6 +198,9 @@ VERIFIERS: dict[str, VerifierFn | str] = {
     "crown": _margins_lower("crown", vertices=True),
     "pgd": pgd_verifier,
     # complete verifiers register here as "name": "actbench.complete.<module>:<function>"
+    "alpha-crown": "actbench.complete.vnncomp:alpha_crown",
+    "bab": "actbench.complete.vnncomp:bab",
+    "milp": "actbench.complete.vnncomp:milp",
 }
 
 
