@@ -141,7 +141,7 @@ def test_bad_arguments():
     _, test, _ = fmnist()
     model = trained_model("mlp")
     with pytest.raises(UnknownName, match="verifier"):
-        certify(model, test, 0.1, [0.1], verifiers=("ibp", "alpha-crown"), progress=False)
+        certify(model, test, 0.1, [0.1], verifiers=("ibp", "beta-crown"), progress=False)
     with pytest.raises(InvalidConfig):
         certify(model, test, 0.1, [0.0, 1.5], progress=False)
     with pytest.raises(InvalidConfig):
