@@ -52,3 +52,12 @@ def test_a_difference_within_the_seed_spread_is_a_tie(tmp_path: Path) -> None:
     assert _versus(0.70, 0.01, 0.60, 0.01, "x") == "10.0 points above x"
     assert _versus(0.60, float("nan"), 0.61, float("nan"), "x") == "1.0 points below x"
     assert _versus(0.60, 0.004, 0.605, 0.002, "x").startswith("tied with x")
+
+
+def test_the_headline_method_alone_gives_no_ranking(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    _write(root, "adaptive", 0.0, 0, 0.81, 0.63)
+    index = load_results(root)
+    lines = findings(index.frame, track_info(index.frame, TRACK), (0.75,))
+    assert not any(line.startswith("Hypervolume") for line in lines)
+    assert any("adaptive certifies the most" in line for line in lines)

@@ -49,8 +49,8 @@ def _versus(mine: float, mine_std: float, other: float, other_std: float, name: 
 def hypervolume_findings(frame: pd.DataFrame, info: TrackInfo) -> list[str]:
     """The headline method's hypervolume rank in both views, and the best other method."""
     table = hypervolume_table(frame, info.name, protocol=info.protocol)
-    if table.empty or HEADLINE not in set(table["method"]):
-        return []
+    if table.empty or HEADLINE not in set(table["method"]) or len(table) < 2:
+        return []  # a ranking needs another method
     out = []
     for column, view in (("hv_cert", f"clean × certified accuracy at {format_eps(info.headline)}"),
                          ("hv_acr", "clean × ACR/eps")):
