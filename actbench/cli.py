@@ -149,6 +149,8 @@ def run(
         int | None, typer.Option(help="Train on a fixed random subset of this many training samples.")
     ] = None,
     samples: Annotated[int | None, typer.Option(help="Certify only the first N test samples.")] = None,
+    complete_samples: Annotated[int | None, typer.Option(
+        help="Complete verification of only the first N test samples (0: none; default: the track's).")] = None,
     certify: Annotated[bool, typer.Option(help="Certify the selected model at the end.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     recipe: Annotated[
@@ -170,7 +172,8 @@ def run(
         request = RunRequest(
             method=method, track=dataset, preset=preset, seed=seed, epochs=epochs, budget=budget,
             overrides=overrides, device=device, out=out, data_dir=data_dir, run_id=run_id,
-            train_subset=train_subset, certify_samples=samples, certify=certify, force=force, progress=not quiet,
+            train_subset=train_subset, certify_samples=samples, complete_samples=complete_samples, certify=certify,
+            force=force, progress=not quiet,
             recipe=recipe, track_settings=dict(parse_override(item) for item in track_set or []),
             command=shlex.join(["actbench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else None,
         )  # fmt: skip

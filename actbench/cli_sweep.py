@@ -49,6 +49,8 @@ def sweep(
         int | None, typer.Option(help="Train every run on a fixed random subset of this many training samples.")
     ] = None,
     samples: Annotated[int | None, typer.Option(help="Certify only the first N test samples.")] = None,
+    complete_samples: Annotated[int | None, typer.Option(
+        help="Complete verification of only the first N test samples (0: none; default: the track's).")] = None,
     recipe: Annotated[
         str, typer.Option(help="shared (the track's recipe for every method) or published (each method's own).")
     ] = "shared",
@@ -63,7 +65,7 @@ def sweep(
         methods=methods.split(","), track=dataset, grid=parse_grid(grid or []), seeds=parse_int_list(seeds),
         preset=preset, budget=budget, epochs=epochs, out=out, data_dir=data_dir, device=device,
         overrides=dict(parse_override(item) for item in set_ or []), train_subset=train_subset,
-        certify_samples=samples, recipe=recipe,
+        certify_samples=samples, recipe=recipe, complete_samples=complete_samples,
     )  # fmt: skip
     console.print(plan_table(requests))
     if dry_run:

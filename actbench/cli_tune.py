@@ -80,6 +80,8 @@ def tune(
         int | None, typer.Option(help="Train every trial on a fixed random subset of this many training samples.")
     ] = None,
     samples: Annotated[int | None, typer.Option(help="Certify only the first N test samples.")] = None,
+    complete_samples: Annotated[int | None, typer.Option(
+        help="Complete verification of only the first N test samples (0: none; default: the track's).")] = None,
     recipe: Annotated[
         str, typer.Option(help="shared (the track's recipe for every method) or published (each method's own).")
     ] = "shared",
@@ -93,7 +95,8 @@ def tune(
     console = Console()
     plan = plan_tune(method, dataset, trials, objectives=objectives, sampler=sampler, study=study, seed=seed,
                      preset=preset, budget=budget, epochs=epochs, out=out, data_dir=data_dir, device=device,
-                     train_subset=train_subset, certify_samples=samples, recipe=recipe)  # fmt: skip
+                     train_subset=train_subset, certify_samples=samples, recipe=recipe,
+                     complete_samples=complete_samples)  # fmt: skip
     for line in plan_lines(plan, tune_status(plan)):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
     if dry_run:

@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from actbench.compare_complete import complete_note, complete_table, display_complete
 from actbench.config import Budget, format_eps
 from actbench.errors import CardError, InvalidConfig, NoResults, UnknownName
 from actbench.store import CardIndex, acr_column, attack_column, cert_column, load_cards
@@ -342,6 +343,14 @@ def _at_main_budget(configs: pd.DataFrame, track: str) -> pd.DataFrame:
 def tuning_budgets(configs: pd.DataFrame) -> dict[str, int]:
     """Configurations per method (its tuning budget) in a runs table."""
     return {str(m): int(n) for m, n in configs.groupby("method", sort=True)["config"].nunique().items()}
+
+
+def tradeoff_budgets(configs: pd.DataFrame) -> dict[str, int]:
+    """Configurations per method among the methods with a trade-off parameter (``key_param``): the tuning
+    budgets that must be equal. Reference methods without one (standard, PGD-AT) have one configuration."""
+    if configs.empty or "key_param" not in configs:
+        return {}
+    return tuning_budgets(configs[configs["key_param"].notna()])
 
 
 def budget_note(budgets: dict[str, int]) -> str:
@@ -663,9 +672,10 @@ def render_track(index: CardIndex, track: str, thresholds: Sequence[float], veri
     taus = threshold_table(frame, track, thresholds, verifier, info.protocol)
     front = pareto_front(frame, track, verifier, info.protocol)
     volumes = hypervolume_table(frame, track, verifier, info.protocol)
+    complete = complete_table(complete_runs(frame, track, info.protocol), runs) if not runs.empty else pd.DataFrame()
     at_budget = _at_main_budget(runs, track)
     budgets = tuning_budgets(at_budget) if not at_budget.empty else {}
-    note = budget_note(budgets)
+    note = budget_note(tradeoff_budgets(at_budget))
     if not runs.empty and _distinct(runs["budget"]) > 1:
         note = (f"trade-off tables below use the configurations given budget {main_budget(runs, track)} (fronts "
                 "never mix budgets; --budget chooses another)" + (f"; {note}" if note else ""))
@@ -677,7 +687,8 @@ def render_track(index: CardIndex, track: str, thresholds: Sequence[float], veri
                           "checked": info.protocol_checked},
              "tuning_budgets": budgets, "tuning_budget_note": note, "runs": _json_records(runs),
              "thresholds": _json_records(taus), "pareto": _json_records(front),
-             "hypervolume": _json_records(volumes), "tuned": tuned_rows(index, track, info.protocol)},
+             "hypervolume": _json_records(volumes), "complete": _json_records(complete),
+             "tuned": tuned_rows(index, track, info.protocol)},
             indent=2,
         )  # fmt: skip
     if fmt == "csv":
@@ -705,6 +716,9 @@ def render_track(index: CardIndex, track: str, thresholds: Sequence[float], veri
         parts += [f"- {line}" for line in _front_lines(front, info)]
         parts += ["", f"clean accuracy vs certified accuracy at {format_eps(info.headline)}:", ""]
         parts += [f"- {line}" for line in _front_lines(front, info, "on_front_cert")]
+        if not complete.empty:
+            c_headers, c_rows = display_complete(complete, fmt_mean_std, fmt_count)
+            parts += ["", "### Complete verification", "", complete_note(complete), "", _markdown(c_headers, c_rows)]
         return "\n".join(parts) + "\n" + _tuned_text(tuned_rows(index, track, info.protocol), fmt)
     text = "".join(f"{line}\n" for line in context)
     text += _rich(heading, headers, rows, caption)
@@ -714,6 +728,9 @@ def render_track(index: CardIndex, track: str, thresholds: Sequence[float], veri
     text += "".join(f"  {line}\n" for line in _front_lines(front, info))
     text += f"Pareto fronts, clean accuracy vs certified accuracy at {format_eps(info.headline)}:\n"
     text += "".join(f"  {line}\n" for line in _front_lines(front, info, "on_front_cert"))
+    if not complete.empty:
+        c_headers, c_rows = display_complete(complete, fmt_mean_std, fmt_count)
+        text += "\n" + _rich("Complete verification", c_headers, c_rows, complete_note(complete))
     return text + _tuned_text(tuned_rows(index, track, info.protocol), fmt)
 
 

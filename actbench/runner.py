@@ -53,6 +53,7 @@ class RunRequest:
     run_id: str | None = None
     train_subset: int | None = None
     certify_samples: int | None = None
+    complete_samples: int | None = None  # complete verification of the first N certified samples (0: none)
     certify: bool = True
     force: bool = False
     progress: bool = True
@@ -137,7 +138,23 @@ def resolve_track(request: RunRequest, track: Track | None = None) -> Track:
         track = dataclasses.replace(track, train_subset=request.train_subset)
     if request.certify_samples is not None:
         track = dataclasses.replace(track, certify_samples=request.certify_samples)
+    if request.complete_samples is not None:
+        track = _with_complete_samples(track, request.complete_samples)
     return track
+
+
+def _with_complete_samples(track: Track, samples: int) -> Track:
+    """The track with complete verification limited to the first ``samples`` test samples (0: none)."""
+    from actbench.config import complete_table
+
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise InvalidConfig(f"--complete-samples {samples!r}: give a whole number >= 0 (0: no complete verification)")
+    if samples == 0:
+        return dataclasses.replace(track, certify_complete={})
+    if not track.certify_complete:
+        raise InvalidConfig(f"--complete-samples: track {track.name} has no complete verification in its protocol")
+    table = {**track.certify_complete, "samples": samples}
+    return dataclasses.replace(track, certify_complete=complete_table(table, track.eps))
 
 
 def default_run_id(method: Any, track: Track, request: RunRequest) -> str:
@@ -203,6 +220,8 @@ def reproduce_command(request: RunRequest, track: Track) -> str:
         argv += ["--train-subset", str(request.train_subset)]
     if request.certify_samples is not None:
         argv += ["--samples", str(request.certify_samples)]
+    if request.complete_samples is not None:
+        argv += ["--complete-samples", str(request.complete_samples)]
     for key, value in sorted(request.overrides.items()):
         argv += ["--set", f"{key}={value}"]
     for key, value in sorted(request.track_settings.items()):
@@ -346,6 +365,19 @@ def _existing_card(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def _int_from_argv(argv: list[str], flag: str) -> int | None:
+    """The integer value of ``flag`` in a card's command line (None when absent or not a number)."""
+    for i, item in enumerate(argv):
+        value = item.split("=", 1)[1] if item.startswith(flag + "=") else (
+            argv[i + 1] if item == flag and i + 1 < len(argv) else None)
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
 def request_from_card(run_dir: Path) -> RunRequest:
     """Rebuild the request of an existing run (for ``actbench run --resume RUN_DIR``)."""
     run_dir = Path(run_dir)
@@ -365,6 +397,7 @@ def request_from_card(run_dir: Path) -> RunRequest:
         track_settings=_overrides_from_argv(argv, "--track-set"),
         train_subset=card["track"].get("train_subset"),
         certify_samples=card["track"].get("certify_samples"),
+        complete_samples=_int_from_argv(argv, "--complete-samples"),
         recipe=(card.get("recipe") or {}).get("name", "shared"),
         out=run_dir.parent.parent,
         run_id=run_dir.name,

@@ -418,6 +418,33 @@ def card_row(card: dict[str, Any], run_dir: Path, record: dict[str, Any] | None 
     attack = metrics.get("attack_accuracy")
     for eps_value in dict.fromkeys([*eps_test, headline]):
         row[attack_column(eps_value)] = _value_at(grid, attack, eps_value)
+    row.update(complete_fields(metrics.get("complete")))
+    return row
+
+
+COMPLETE_FIELDS = ("certified_accuracy", "upper_accuracy", "certified_by_cascade", "verified_by_search",
+                   "falsified_by_search", "unknown", "searched", "seconds", "median_seconds")
+
+
+def complete_column(name: str, eps: float) -> str:
+    """DataFrame column of one complete-verification count or share at ``eps`` (``name`` in COMPLETE_FIELDS)."""
+    from actbench.config import format_eps
+
+    return f"complete_{name}@{format_eps(eps)}"
+
+
+def complete_fields(summary: Any) -> dict[str, Any]:
+    """Row fields of a record's complete-verification summary (``metrics.complete``; none when absent):
+    the subset size, its verifier and per eps the counts and shares of :data:`COMPLETE_FIELDS`."""
+    if not isinstance(summary, dict) or not isinstance(summary.get("per_eps"), list):
+        return {}
+    row: dict[str, Any] = {"complete_samples": _number(summary.get("samples")),
+                           "complete_verifier": summary.get("verifier"),
+                           "complete_timeout": _number(summary.get("timeout")),
+                           "complete_eps": tuple(_number(e.get("eps")) for e in summary["per_eps"])}
+    for entry in summary["per_eps"]:
+        for name in COMPLETE_FIELDS:
+            row[complete_column(name, _number(entry.get("eps")))] = _number(entry.get(name))
     return row
 
 

@@ -134,6 +134,7 @@ def plan_sweep(
     train_subset: int | None = None,
     certify_samples: int | None = None,
     recipe: str = "shared",
+    complete_samples: int | None = None,
 ) -> list[RunRequest]:
     """Expand methods × (each method's part of the grid) × seeds into run requests with fixed run ids.
 
@@ -157,7 +158,8 @@ def plan_sweep(
 
     base = RunRequest(method=methods[0], track=track, preset=preset, epochs=epochs, budget=budget,
                       out=Path(out), data_dir=data_dir, device=device, train_subset=train_subset,
-                      certify_samples=certify_samples, progress=False, recipe=recipe)  # fmt: skip
+                      certify_samples=certify_samples, complete_samples=complete_samples, progress=False,
+                      recipe=recipe)  # fmt: skip
     resolved = resolve_track(base)  # validates track, preset and budget
     specs = {name: load_method(name, track, {}, recipe=recipe) for name in methods}
     _check_keys("grid key", grid_values, specs)

@@ -1,5 +1,5 @@
 """Print the files of every complete run under results/: card, history, every radii file, the model and its
-ONNX export (never checkpoints).
+ONNX export, the complete-verification log (never checkpoints).
 
 Used to commit a study's results: ``git add $(python scripts/stage-complete-runs.py)``. The model files are
 published so that anyone can re-certify a committed number (``tests/test_published_models.py`` does).
@@ -18,7 +18,7 @@ for card_path in sorted(root.glob("*/*/card.json")):
     if card.get("status") == "complete":
         run = card_path.parent
         radii = sorted(p.name for p in run.glob("radii*.parquet"))
-        names = ["card.json", "history.csv", "model.pt", "model.onnx", *radii]
+        names = ["card.json", "history.csv", "model.pt", "model.onnx", "complete.jsonl", *radii]
         for name in dict.fromkeys(names):
             if (run / name).is_file():
                 print(run / name)

@@ -110,7 +110,8 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_says_from_where(tmp_path):
     import time
 
     args = ["run", "--method", "ibp", "--dataset", "fashion-mnist", "--preset", "quick", "--epochs", "3",
-            "--train-subset", "1500", "--samples", "20", "--out", str(tmp_path), "--quiet"]  # fmt: skip
+            "--train-subset", "1500", "--samples", "20", "--complete-samples", "2", "--out", str(tmp_path),
+            "--quiet"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "actbench.cli", *args], cwd=ROOT, text=True,
                             env={**os.environ, "COLUMNS": "200"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 600
@@ -127,4 +128,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_says_from_where(tmp_path):
     resumed = actbench("run", "--resume", str(card_path.parent), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {card_path.parent} after epoch" in resumed.stderr and "of 3" in resumed.stderr
-    assert read_card(card_path)["status"] == "complete"
+    card = read_card(card_path)
+    assert card["status"] == "complete"
+    assert card["metrics"]["complete"]["samples"] == 2  # --complete-samples survives the resume
+    assert "--complete-samples 2" in card["command"] or "--complete-samples" in card["command"]

@@ -220,10 +220,12 @@ def test_compare_and_site_refuse_missing_empty_and_corrupt_results(tmp_path: Pat
 # --- schema-1 cards load, migrated -----------------------------------------------------------------------
 
 
+SCHEMA1_STUDY = ROOT / "tests" / "fixtures" / "schema1-study"  # the cards of the first study, as committed
+
+
 def test_committed_schema1_cards_migrate(tmp_path: Path) -> None:
-    paths = sorted((ROOT / "results").glob("*/*/card.json"))
-    if not paths:
-        pytest.skip("no committed study results")
+    paths = sorted(SCHEMA1_STUDY.glob("*/*/card.json"))
+    assert paths, "the schema-1 fixture cards are missing"
     # the protocol the study was certified under: the track's cascade (complete verification came later)
     registered = track_protocol(dataclasses.replace(load_track(TRACK), certify_complete={})).id
     for path in paths:
@@ -242,7 +244,7 @@ def test_committed_schema1_cards_migrate(tmp_path: Path) -> None:
         write_card(copy_dir, card)  # a migrated card writes as schema 2 and reads back the same
         again = read_card(copy_dir)
         assert again["certifications"] == card["certifications"] and again["config"] == card["config"]
-    assert len(load_cards(ROOT / "results").complete()) == sum(
+    assert len(load_cards(SCHEMA1_STUDY).complete()) == sum(
         json.loads(p.read_text())["status"] == "complete" for p in paths)
 
 

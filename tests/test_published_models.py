@@ -76,3 +76,53 @@ def test_committed_card_is_reproduced_by_its_model(run_dir: Path | None) -> None
         verdict_again = again["correct"].to_numpy() & (again["radius_best"].to_numpy(float) >= eps)
         verdict_card = stored["correct"].to_numpy() & (stored["radius_best"].to_numpy(float) >= eps)
         assert (verdict_again == verdict_card).all(), (eps, again["radius_best"], stored["radius_best"])
+
+
+def _complete_pick(run_id: str, radii: pd.DataFrame, column: str) -> list[int]:
+    """Rows of ``radii`` to search again: one sample proven by search and one falsified, seeded by the run id."""
+    rng = np.random.default_rng(int(hashlib.sha1(run_id.encode()).hexdigest()[8:16], 16))
+    rows = []
+    for status in ("verified", "falsified"):
+        candidates = np.flatnonzero(radii[column].to_numpy(str) == status)
+        if len(candidates):
+            rows.append(int(rng.choice(candidates)))
+    return rows
+
+
+@pytest.mark.parametrize("run_dir", _published() or [None], ids=lambda p: p.name if p else "none")
+def test_committed_complete_verdicts_are_reproduced(run_dir: Path | None) -> None:
+    """A sample the card says branch and bound proved, and one it says was falsified, decided again from the
+    model: the opposite verdict would be a soundness bug (a time-out on a slower machine is allowed)."""
+    from actbench.complete import use_clock, verify_box
+
+    if run_dir is None:
+        pytest.skip("no committed run ships its model.pt yet")
+    card = read_card(run_dir)
+    record = headline_record(card)
+    complete = (record or {}).get("protocol", {}).get("complete")
+    if not complete:
+        pytest.skip("the card's protocol has no complete verification")
+    if not is_available(card["track"]["dataset"]):
+        pytest.skip(f"the {card['track']['dataset']} files are not on this machine")
+    radii = pd.read_parquet(run_dir / record["radii"])
+    test = load_splits(card["track"]["dataset"], None, val_size=int(card["track"].get("val_size", 5000)),
+                       augment=False).test
+    model, _ = load_model(run_dir / "model.pt")
+    torch.set_num_threads(1)
+    checked = 0
+    for eps in complete["eps"]:
+        column = f"complete_{float(eps):g}"
+        for row in _complete_pick(card["run_id"], radii, column):
+            i = int(radii["index"].iloc[row])
+            x, _ = test.tensors(torch.tensor([i]), dtype=torch.float64)  # as certification loads it
+            lower, upper = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
+            with use_clock(complete.get("clock", "process")):
+                v = verify_box(model.double(), lower, upper, int(test.labels[i]), complete["verifier"],
+                               timeout=float(complete["timeout"]))
+            stated = radii[column].iloc[row]
+            opposite = "falsified" if stated == "verified" else "verified"
+            assert v.status != opposite, f"sample {i} at eps {eps}: card says {stated}, search now says {v.status}"
+            assert v.status in (stated, "unknown")
+            checked += 1
+    if not checked:
+        pytest.skip("no sample of this run was decided by search or falsified within the complete subset")

@@ -26,6 +26,9 @@ def test_readme_tables_equal_compare_on_committed_results():
         pytest.skip("no committed study results")
     block = script.readme_block((ROOT / "README.md").read_text())
     assert block == script.study_tables(), "README out of date: run python scripts/readme-results.py"
+    findings = script.readme_block((ROOT / "README.md").read_text(), script.FINDINGS)
+    assert findings == script.study_findings(), "README findings out of date: run python scripts/readme-results.py"
+    assert "adaptive ranks" in findings  # the hypervolume sentences: the study has ACERT runs
     complete = load_cards(ROOT / "results").complete(script.TRACK)
     runs_rows = [line.split("|") for line in block.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert sum(int(row[4]) for row in runs_rows) == len(complete)  # the n column counts every complete run

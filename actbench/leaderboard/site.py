@@ -43,11 +43,12 @@ from actbench.compare import (
     protocol_lines,
     runs_table,
     track_info,
-    tuning_budgets,
+    tradeoff_budgets,
 )
 from actbench.config import format_eps, list_tracks, load_track
 from actbench.errors import InvalidConfig
 from actbench.leaderboard import downloads, plots, views
+from actbench.leaderboard.findings import findings
 from actbench.leaderboard.literature import LITERATURE_DIR, NOTICE, load_literature
 from actbench.leaderboard.registry import load_methods_info, registry_dirs
 from actbench.leaderboard.run_page import run_context
@@ -339,7 +340,7 @@ def _track_tables(index: CardIndex, track: str, info: TrackInfo, runs: pd.DataFr
     tunes = _tunes(index, runs)
     configs = runs_table(frame, track, protocol=info.protocol)
     budget = main_budget(configs, track)
-    note = budget_note(tuning_budgets(configs[configs["budget"].astype(str) == budget]))
+    note = budget_note(tradeoff_budgets(configs[configs["budget"].astype(str) == budget]))
     hv = hypervolume_table(frame, track, protocol=info.protocol)
     status = status_table(runs, info, index.cards)
     slugged = slug(track)
@@ -360,7 +361,9 @@ def _track_tables(index: CardIndex, track: str, info: TrackInfo, runs: pd.DataFr
         "summary": {"runs": len(runs), "methods": runs["method"].nunique(), "configs": runs["config"].nunique(),
                     "updated": _when(max(u for u in runs["updated"] if isinstance(u, str)))},
         "protocol_lines": protocol_lines(frame, info), "budget_note": note, "main_budget": budget,
-        "takeaway": takeaway(frame, info, taus), "thresholds": views.thresholds_views(frame, info, colors, taus),
+        "takeaway": takeaway(frame, info, taus), "findings": findings(frame, info, taus),
+        "complete": views.complete_view(frame, info, colors),
+        "thresholds": views.thresholds_views(frame, info, colors, taus),
         "taus": taus, "hypervolume": views.hypervolume_view(frame, info, colors, tuning),
         "hypervolume_svg": f"{slugged}/hypervolume.svg" if len(hv) else None,
         "status": views.status_view(status, colors) if len(status) else None,

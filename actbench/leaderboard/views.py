@@ -20,6 +20,7 @@ from actbench.compare import (
     TrackInfo,
     config_labels,
     fmt_count,
+    fmt_mean_std,
     fmt_number,
     hypervolume_table,
     runs_table,
@@ -284,6 +285,24 @@ def hypervolume_view(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str
         if tuning:
             row.append(Cell(tuning.get(str(r["method"]), DASH), numeric=False))
         view.rows.append(row)
+    return view
+
+
+def complete_view(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str], root: str = "../") -> TableView | None:
+    """Per configuration: what complete verification decided on the protocol's subset (None without one)."""
+    from actbench.compare import complete_runs
+    from actbench.compare_complete import complete_note, complete_table, display_complete
+
+    configs = runs_table(frame, info.name, protocol=info.protocol)
+    table = complete_table(complete_runs(frame, info.name, info.protocol), configs) if len(configs) else None
+    if table is None or table.empty:
+        return None
+    headers, rows = display_complete(table, fmt_mean_std, fmt_count)
+    view = TableView(headers=[[h] for h in headers], numeric=[False, False] + [True] * (len(headers) - 2),
+                     name="complete", caption=complete_note(table))
+    for cells, (_, r) in zip(rows, table.iterrows(), strict=True):
+        view.rows.append([method_cell(r["method"], colors, root), Cell(cells[1], numeric=False)]
+                         + [Cell(c, c) for c in cells[2:]])
     return view
 
 

@@ -129,6 +129,7 @@ def plan_tune(
     train_subset: int | None = None,
     certify_samples: int | None = None,
     recipe: str = "shared",
+    complete_samples: int | None = None,
 ) -> TunePlan:
     """Check a tune before anything runs or is written; raises an :class:`ActbenchError` subclass.
 
@@ -154,7 +155,8 @@ def plan_tune(
         raise InvalidConfig(f"--seed {seed!r}: give a whole number")
     base = RunRequest(method=methods[0], track=track, preset=preset, seed=seed, epochs=epochs, budget=budget,
                       out=Path(out), data_dir=data_dir, device=device, train_subset=train_subset,
-                      certify_samples=certify_samples, progress=False, recipe=recipe)  # fmt: skip
+                      certify_samples=certify_samples, complete_samples=complete_samples, progress=False,
+                      recipe=recipe)  # fmt: skip
     resolved = resolve_track(base)  # the track, preset and budget
     specs = {name: load_method(name, track, {}, recipe=recipe) for name in methods}
     without = [name for name, spec in specs.items() if not spec.search]
