@@ -61,7 +61,8 @@ def hypervolume_findings(frame: pd.DataFrame, info: TrackInfo) -> list[str]:
         best = others.iloc[0]
         ahead = ranked.iloc[:rank - 1]
         behind = ", ".join(f"{m} ({v:.4f})" for m, v in zip(ahead["method"], ahead[column], strict=True))
-        relation = f"ahead of the next, {best['method']} ({best[column]:.4f})" if rank == 1 else f"behind {behind}"
+        relation = (f"ahead of the next, {best['method']} ({best[column]:.4f}), by {mine - best[column]:.4f}"
+                    if rank == 1 else f"behind {behind}")
         out.append(f"Hypervolume ({view}): {HEADLINE} ranks {rank} of {len(ranked)} with {mine:.4f}, {relation}.")
     return out
 
