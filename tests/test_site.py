@@ -393,6 +393,13 @@ def _visible_values(table, column: int) -> list[str]:  # noqa: ANN001 - a playwr
     return table.evaluate(f"t => Array.from(t.tBodies[0].rows).map(r => r.cells[{column}].dataset.order)")
 
 
+def _wait_for_sort(page, header, direction: str) -> None:  # noqa: ANN001 - playwright Page and Locator
+    """Wait until DataTables has redrawn the table sorted by ``header`` in ``direction`` (a click is handled
+    asynchronously: reading the rows at once, or clicking again during the redraw, races it)."""
+    page.wait_for_function("([h, d]) => h.getAttribute('aria-sort') === d", arg=[header.element_handle(), direction],
+                           timeout=10_000)  # fmt: skip
+
+
 def _check_page(page, url: str, site: Path, errors: list[str]) -> None:  # noqa: ANN001
     """Load ``url``: no console error, every image decoded, every relative link a file, no horizontal scroll."""
     page.goto(url)
@@ -455,9 +462,11 @@ def test_site_in_a_real_browser(site: Path) -> None:
             header = configs.locator("thead th").nth(column)
             before = [float(v) for v in _visible_values(configs, column)]
             header.click()
+            _wait_for_sort(page, header, "ascending")
             ascending = [float(v) for v in _visible_values(configs, column)]
             assert ascending == sorted(before)
             header.click()
+            _wait_for_sort(page, header, "descending")
             descending = [float(v) for v in _visible_values(configs, column)]
             assert descending == sorted(before, reverse=True)
             assert header.get_attribute("aria-sort") == "descending"
