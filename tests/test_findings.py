@@ -45,6 +45,15 @@ def test_findings_report_losses_wins_and_levels(tmp_path: Path) -> None:
     assert any(line.startswith("Hypervolume (clean × certified") for line in lines)
 
 
+def test_equal_hypervolumes_are_a_tie(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    for method in ("ibp", "adaptive"):
+        _write(root, method, 0.0, 0, 0.8, 0.0)  # nothing certified: both hypervolumes are 0
+    index = load_results(root)
+    lines = findings(index.frame, track_info(index.frame, TRACK), (0.75,))
+    assert "Hypervolume (clean × certified accuracy at 0.1): adaptive ties with ibp at 0.0000." in lines
+
+
 def test_a_difference_within_the_seed_spread_is_a_tie(tmp_path: Path) -> None:
     lines = _study(tmp_path / "results", spread=0.02)  # adaptive kappa=0: 61 % and 65 % over its two seeds
     line = next(line for line in lines if line.startswith("At clean accuracy ≥ 75 %"))

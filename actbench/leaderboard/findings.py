@@ -61,6 +61,9 @@ def hypervolume_findings(frame: pd.DataFrame, info: TrackInfo) -> list[str]:
         best = others.iloc[0]
         ahead = ranked.iloc[:rank - 1]
         behind = ", ".join(f"{m} ({v:.4f})" for m, v in zip(ahead["method"], ahead[column], strict=True))
+        if abs(mine - float(best[column])) < 5e-5 and rank <= 2:  # equal at the printed precision: a tie
+            out.append(f"Hypervolume ({view}): {HEADLINE} ties with {best['method']} at {mine:.4f}.")
+            continue
         relation = (f"ahead of the next, {best['method']} ({best[column]:.4f}), by {mine - best[column]:.4f}"
                     if rank == 1 else f"behind {behind}")
         out.append(f"Hypervolume ({view}): {HEADLINE} ranks {rank} of {len(ranked)} with {mine:.4f}, {relation}.")
