@@ -18,6 +18,7 @@ from rich.table import Table
 
 import actbench
 from actbench.cli_interop import export, verify
+from actbench.cli_options import CompleteSamples
 from actbench.cli_sweep import sweep
 from actbench.cli_tune import tune
 from actbench.config import format_eps, parse_override
@@ -149,8 +150,7 @@ def run(
         int | None, typer.Option(help="Train on a fixed random subset of this many training samples.")
     ] = None,
     samples: Annotated[int | None, typer.Option(help="Certify only the first N test samples.")] = None,
-    complete_samples: Annotated[int | None, typer.Option(
-        help="Complete verification of only the first N test samples (0: none; default: the track's).")] = None,
+    complete_samples: CompleteSamples = None,
     certify: Annotated[bool, typer.Option(help="Certify the selected model at the end.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     recipe: Annotated[

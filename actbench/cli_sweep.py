@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from actbench.cli_options import CompleteSamples
 from actbench.config import parse_override
 
 
@@ -49,8 +50,7 @@ def sweep(
         int | None, typer.Option(help="Train every run on a fixed random subset of this many training samples.")
     ] = None,
     samples: Annotated[int | None, typer.Option(help="Certify only the first N test samples.")] = None,
-    complete_samples: Annotated[int | None, typer.Option(
-        help="Complete verification of only the first N test samples (0: none; default: the track's).")] = None,
+    complete_samples: CompleteSamples = None,
     recipe: Annotated[
         str, typer.Option(help="shared (the track's recipe for every method) or published (each method's own).")
     ] = "shared",

@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from actbench.cli_options import CompleteSamples
+
 
 def plan_lines(plan: Any, counts: dict[str, dict[str, int]]) -> list[str]:
     """What the tune will do: study, objectives, sampler, and per method its space and trials left."""
@@ -80,8 +82,7 @@ def tune(
         int | None, typer.Option(help="Train every trial on a fixed random subset of this many training samples.")
     ] = None,
     samples: Annotated[int | None, typer.Option(help="Certify only the first N test samples.")] = None,
-    complete_samples: Annotated[int | None, typer.Option(
-        help="Complete verification of only the first N test samples (0: none; default: the track's).")] = None,
+    complete_samples: CompleteSamples = None,
     recipe: Annotated[
         str, typer.Option(help="shared (the track's recipe for every method) or published (each method's own).")
     ] = "shared",

@@ -717,7 +717,7 @@ def render_track(index: CardIndex, track: str, thresholds: Sequence[float], veri
         parts += ["", f"clean accuracy vs certified accuracy at {format_eps(info.headline)}:", ""]
         parts += [f"- {line}" for line in _front_lines(front, info, "on_front_cert")]
         if not complete.empty:
-            c_headers, c_rows = display_complete(complete, fmt_mean_std, fmt_count)
+            c_headers, c_rows = display_complete(complete)
             parts += ["", "### Complete verification", "", complete_note(complete), "", _markdown(c_headers, c_rows)]
         return "\n".join(parts) + "\n" + _tuned_text(tuned_rows(index, track, info.protocol), fmt)
     text = "".join(f"{line}\n" for line in context)
@@ -729,7 +729,7 @@ def render_track(index: CardIndex, track: str, thresholds: Sequence[float], veri
     text += f"Pareto fronts, clean accuracy vs certified accuracy at {format_eps(info.headline)}:\n"
     text += "".join(f"  {line}\n" for line in _front_lines(front, info, "on_front_cert"))
     if not complete.empty:
-        c_headers, c_rows = display_complete(complete, fmt_mean_std, fmt_count)
+        c_headers, c_rows = display_complete(complete)
         text += "\n" + _rich("Complete verification", c_headers, c_rows, complete_note(complete))
     return text + _tuned_text(tuned_rows(index, track, info.protocol), fmt)
 

@@ -61,8 +61,10 @@ def _std(values: pd.Series) -> float:
     return float(values.std(ddof=1)) if values.notna().sum() > 1 else float("nan")
 
 
-def display_complete(table: pd.DataFrame, fmt_mean_std: Any, fmt_count: Any) -> tuple[list[str], list[list[str]]]:
+def display_complete(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and cells of the complete-verification table."""
+    from actbench.compare import fmt_count, fmt_mean_std  # compare imports this module
+
     headers = ["method", "configuration", "n", "budget", "cert cascade %", "cert complete %", "upper %",
                "unknown", "verified by search", "falsified by search", "searched", "median s", "total s"]
     rows = []

@@ -9,6 +9,7 @@ the search tolerance, and the same certified / not certified verdict at every te
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -36,6 +37,12 @@ def _published() -> list[Path]:
     return runs
 
 
+@functools.lru_cache(maxsize=4)
+def _test_split(dataset: str, val_size: int) -> Split:
+    """The test split, read once for all the cards of a dataset."""
+    return load_splits(dataset, None, val_size=val_size, augment=False).test
+
+
 def _sample(run_id: str, n: int, k: int) -> np.ndarray:
     seed = int(hashlib.sha1(run_id.encode()).hexdigest()[:8], 16)
     return np.sort(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False))
@@ -54,8 +61,7 @@ def test_committed_card_is_reproduced_by_its_model(run_dir: Path | None) -> None
     protocol, metrics = record["protocol"], record["metrics"]
     radii = pd.read_parquet(run_dir / record["radii"])
     picked = _sample(card["run_id"], len(radii), SAMPLES_PER_CARD)
-    splits = load_splits(track["dataset"], None, val_size=int(track.get("val_size", 5000)), augment=False)
-    test = splits.test
+    test = _test_split(track["dataset"], int(track.get("val_size", 5000)))
     index = torch.as_tensor(radii["index"].to_numpy()[picked])
     subset = Split(test.images[index], test.labels[index])
     model, _ = load_model(run_dir / "model.pt")
@@ -105,8 +111,7 @@ def test_committed_complete_verdicts_are_reproduced(run_dir: Path | None) -> Non
     if not is_available(card["track"]["dataset"]):
         pytest.skip(f"the {card['track']['dataset']} files are not on this machine")
     radii = pd.read_parquet(run_dir / record["radii"])
-    test = load_splits(card["track"]["dataset"], None, val_size=int(card["track"].get("val_size", 5000)),
-                       augment=False).test
+    test = _test_split(card["track"]["dataset"], int(card["track"].get("val_size", 5000)))
     model, _ = load_model(run_dir / "model.pt")
     torch.set_num_threads(1)
     checked = 0

@@ -110,10 +110,9 @@ def threshold_findings(frame: pd.DataFrame, info: TrackInfo, thresholds: Sequenc
     return out
 
 
-def equal_compute_findings(frame: pd.DataFrame, info: TrackInfo) -> list[str]:
+def equal_compute_findings(configs: pd.DataFrame, info: TrackInfo) -> list[str]:
     """The headline method at a propagation budget against the IBP configuration of the same label whose
-    runs spent about that many propagations (within 5 %)."""
-    configs = runs_table(frame, info.name, protocol=info.protocol)
+    runs spent about that many propagations (within 5 %); ``configs`` is the track's runs table."""
     if configs.empty:
         return []
     main = main_budget(configs, info.name)
@@ -140,9 +139,8 @@ def equal_compute_findings(frame: pd.DataFrame, info: TrackInfo) -> list[str]:
     return out
 
 
-def complete_findings(frame: pd.DataFrame, info: TrackInfo) -> list[str]:
+def complete_findings(frame: pd.DataFrame, configs: pd.DataFrame, info: TrackInfo) -> list[str]:
     """What complete verification decided: the largest unknown share and how much of the gap it closed."""
-    configs = runs_table(frame, info.name, protocol=info.protocol)
     table = complete_table(complete_runs(frame, info.name, info.protocol), configs) if not configs.empty else None
     if table is None or table.empty:
         return []
@@ -164,5 +162,6 @@ def findings(frame: pd.DataFrame, info: TrackInfo, thresholds: Sequence[float]) 
     """Every sentence, in reading order ([] when the headline method has no runs on the track)."""
     if not (frame["method"] == HEADLINE).any():
         return []
+    configs = runs_table(frame, info.name, protocol=info.protocol)
     return [*hypervolume_findings(frame, info), *threshold_findings(frame, info, thresholds),
-            *equal_compute_findings(frame, info), *complete_findings(frame, info)]
+            *equal_compute_findings(configs, info), *complete_findings(frame, configs, info)]

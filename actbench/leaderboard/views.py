@@ -20,7 +20,6 @@ from actbench.compare import (
     TrackInfo,
     config_labels,
     fmt_count,
-    fmt_mean_std,
     fmt_number,
     hypervolume_table,
     runs_table,
@@ -297,7 +296,7 @@ def complete_view(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str], 
     table = complete_table(complete_runs(frame, info.name, info.protocol), configs) if len(configs) else None
     if table is None or table.empty:
         return None
-    headers, rows = display_complete(table, fmt_mean_std, fmt_count)
+    headers, rows = display_complete(table)
     view = TableView(headers=[[h] for h in headers], numeric=[False, False] + [True] * (len(headers) - 2),
                      name="complete", caption=complete_note(table))
     for cells, (_, r) in zip(rows, table.iterrows(), strict=True):
