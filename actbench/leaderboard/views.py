@@ -18,6 +18,7 @@ import pandas as pd
 from actbench.compare import (
     DASH,
     TrackInfo,
+    complete_runs,
     config_labels,
     fmt_count,
     fmt_number,
@@ -25,6 +26,7 @@ from actbench.compare import (
     runs_table,
     threshold_table,
 )
+from actbench.compare_complete import complete_note, complete_table, display_complete
 from actbench.config import format_eps
 from actbench.leaderboard.literature import NOTICE, LiteraturePoint
 from actbench.store import acr_column, attack_column, cert_column
@@ -289,9 +291,6 @@ def hypervolume_view(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str
 
 def complete_view(frame: pd.DataFrame, info: TrackInfo, colors: dict[str, str], root: str = "../") -> TableView | None:
     """Per configuration: what complete verification decided on the protocol's subset (None without one)."""
-    from actbench.compare import complete_runs
-    from actbench.compare_complete import complete_note, complete_table, display_complete
-
     configs = runs_table(frame, info.name, protocol=info.protocol)
     table = complete_table(complete_runs(frame, info.name, info.protocol), configs) if len(configs) else None
     if table is None or table.empty:
