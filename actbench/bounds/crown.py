@@ -18,9 +18,9 @@ import math
 
 import torch
 
-from actbench.bounds import ibp, maxpool
+from actbench.bounds import ibp, input_step, maxpool
 from actbench.bounds.maxpool import NONLINEAR, MaxPoolLayer
-from actbench.bounds.network import Layer, ReLULayer, Shape
+from actbench.bounds.network import ChannelAffineLayer, Layer, ReLULayer, Shape
 from actbench.errors import ResourceLimit
 
 Interval = tuple[torch.Tensor, torch.Tensor]
@@ -103,11 +103,38 @@ def _relu_step(A: torch.Tensor, relax: Relaxation, const: torch.Tensor,
     return A, const
 
 
+def _input_box(layers: list[Layer], xl: torch.Tensor, xu: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Centre and radius of the box after the leading per-channel affine layers (Normalize, a folded
+    BatchNorm), and the index of the first other layer: the backward pass stops there, since
+    ``min`` of ``A · (s x + t)`` over the box is ``A · (s c + t) - |A| · (|s| r)``, exactly."""
+    centre, radius = (xu + xl) * 0.5, (xu - xl) * 0.5
+    start = 0
+    while start < len(layers) and isinstance(layers[start], ChannelAffineLayer):
+        centre, radius = layers[start].forward(centre), layers[start].forward_abs(radius)
+        start += 1
+    return start, centre, radius
+
+
 def _backward_chunk(layers: list[Layer], A: torch.Tensor, relaxations: list[Relaxation], xl: torch.Tensor,
                     xu: torch.Tensor, inplace: bool) -> torch.Tensor:
     const = A.new_zeros(A.shape[:2])
     k = len(relaxations)
     callers = A.untyped_storage().data_ptr()  # the caller's rows are never modified in place
+    start, centre, radius = _input_box(layers, xl, xu)
+    if start < len(layers) and input_step.eligible(layers[start]):  # a first convolution on an image
+        first = layers[start]
+        A, const = _backward_layers(layers[start + 1:], A, relaxations, const, k, callers, inplace)
+        term = first.bias_term(A)
+        if term is not None:
+            const = const + term
+        return input_step.lower(first, A, centre, radius) + const
+    A, const = _backward_layers(layers[start:], A, relaxations, const, k, callers, inplace)
+    return _rowdot(A, centre) - _rowdot(A.abs(), radius) + const
+
+
+def _backward_layers(layers: list[Layer], A: torch.Tensor, relaxations: list[Relaxation], const: torch.Tensor,
+                     k: int, callers: int, inplace: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pull rows ``A`` back through ``layers`` (whose non-linear ones use ``relaxations[:k]``)."""
     for layer in reversed(layers):
         if isinstance(layer, MaxPoolLayer):
             k -= 1
@@ -122,8 +149,7 @@ def _backward_chunk(layers: list[Layer], A: torch.Tensor, relaxations: list[Rela
             if term is not None:
                 const = const + term
             A = layer.backward(A)
-    centre, radius = (xu + xl) * 0.5, (xu - xl) * 0.5
-    return _rowdot(A, centre) - _rowdot(A.abs(), radius) + const
+    return A, const
 
 
 def backward_lower(layers: list[Layer], A: torch.Tensor, relu_bounds: list[Interval], xl: torch.Tensor,

@@ -10,22 +10,54 @@ and subtracting.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from actbench.bounds import maxpool
+from actbench.bounds import layout, maxpool
 from actbench.bounds.maxpool import NONLINEAR
 from actbench.bounds.network import Layer, ReLULayer
 
 Interval = tuple[torch.Tensor, torch.Tensor]
 
 
+class Intervals(Sequence[Interval]):
+    """The input intervals ``(lower, upper)`` of the non-linear layers, in forward order.
+
+    A ReLU's interval is kept as the centre and radius IBP propagated and turned into ``(c - r, c + r)``
+    when first read: IBP itself never needs it (``relu_interval``), CROWN and the regularisers do.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[tuple[bool, torch.Tensor, torch.Tensor]] = []  # (as centre/radius?, a, b)
+
+    def append(self, interval: Interval) -> None:
+        self._items.append((False, *interval))
+
+    def append_centre_radius(self, centre: torch.Tensor, radius: torch.Tensor) -> None:
+        self._items.append((True, centre, radius))
+
+    def _get(self, i: int) -> Interval:
+        is_cr, a, b = self._items[i]
+        if is_cr:
+            self._items[i] = (False, a - b, a + b)
+        return self._items[i][1:]
+
+    def __getitem__(self, i):  # int -> Interval, slice -> list[Interval]
+        if isinstance(i, slice):
+            return [self._get(j) for j in range(len(self._items))[i]]
+        return self._get(range(len(self._items))[i])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @dataclass
 class IBPState:
     """Result of the interval pass up to the last ReLU (or the input when there is none)."""
 
-    relu_bounds: list[Interval]
+    relu_bounds: Intervals
     input_box: Interval
     centre: torch.Tensor
     radius: torch.Tensor
@@ -38,12 +70,16 @@ def last_relu_index(layers: list[Layer]) -> int:
     return idx[-1] if idx else -1
 
 
-def relu_interval(c: torch.Tensor, r: torch.Tensor) -> tuple[Interval, torch.Tensor, torch.Tensor]:
-    """Pre-activation bounds ``(l, u)`` and the post-ReLU centre and radius."""
-    lower, upper = c - r, c + r
-    lo, hi = torch.relu(lower), torch.relu(upper)
-    centre = torch.lerp(lo, hi, 0.5)
-    return (lower, upper), centre, hi - centre
+def relu_interval(c: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre and radius of the ReLU image of ``[c - r, c + r]``, in four passes instead of six.
+
+    With ``h = relu(u) / 2`` (``u = c + r``): the image ``[relu(c - r), relu(u)]`` has radius
+    ``min(r, h)`` and centre ``2 h - min(r, h)``. Active (``c >= r``): ``h >= r``, so ``(c, r)``;
+    inactive (``u <= 0``): ``(0, 0)``; unstable: ``h < r``, so ``(h, h)`` = ``[0, u]``.
+    """
+    half_upper = torch.lerp(c, r, 0.5).relu_()
+    radius = torch.minimum(r, half_upper)
+    return torch.lerp(radius, half_upper, 2.0), radius
 
 
 def post_relu(lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,11 +90,15 @@ def post_relu(lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def propagate(layers: list[Layer], c: torch.Tensor, r: torch.Tensor, start: int, stop: int,
-              relu_bounds: list[Interval] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              relu_bounds: Intervals | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Push ``(c, r)`` through ``layers[start:stop]``; pre-activation intervals go to ``relu_bounds``."""
     for layer in layers[start:stop]:
-        if isinstance(layer, NONLINEAR):
-            bounds, c, r = relu_interval(c, r) if isinstance(layer, ReLULayer) else maxpool.interval(layer, c, r)
+        if isinstance(layer, ReLULayer):
+            if relu_bounds is not None:
+                relu_bounds.append_centre_radius(c, r)
+            c, r = relu_interval(c, r)
+        elif isinstance(layer, NONLINEAR):
+            bounds, c, r = maxpool.interval(layer, c, r)
             if relu_bounds is not None:
                 relu_bounds.append(bounds)
         else:
@@ -68,14 +108,14 @@ def propagate(layers: list[Layer], c: torch.Tensor, r: torch.Tensor, start: int,
 
 def ibp_to_tail(layers: list[Layer], xl: torch.Tensor, xu: torch.Tensor, normalize_first: bool) -> IBPState:
     """Intervals through every layer up to and including the last ReLU."""
-    c, r = (xu + xl) * 0.5, (xu - xl) * 0.5
+    c, r = layout.channels_last((xu + xl) * 0.5), layout.channels_last((xu - xl) * 0.5)
     stop = last_relu_index(layers) + 1
     start = 0
     if normalize_first:
         c, r = propagate(layers, c, r, 0, 1)
         start = 1
     input_box = (c - r, c + r) if normalize_first else (xl, xu)
-    relu_bounds: list[Interval] = []
+    relu_bounds = Intervals()
     c, r = propagate(layers, c, r, start, max(stop, start), relu_bounds)
     return IBPState(relu_bounds, input_box, c, r, max(stop, start))
 

@@ -115,7 +115,7 @@ class ChannelAffineLayer(Layer):
         return t.view(-1, *([1] * (ndim - 2)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self._view(self.scale, x.dim()) + self._view(self.shift, x.dim())
+        return torch.addcmul(self._view(self.shift, x.dim()), x, self._view(self.scale, x.dim()))
 
     def forward_abs(self, r: torch.Tensor) -> torch.Tensor:
         return r * self._view(self.scale.abs(), r.dim())
