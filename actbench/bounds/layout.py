@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from actbench.bounds.network import ConvLayer, FlattenLayer, Layer, LinearLayer, Shape
 from actbench.errors import InvalidInput
 
+
 def channels_last(t: torch.Tensor) -> torch.Tensor:
     """``t`` with channels-last strides when it is a 4-D ``[B, C, H, W]`` tensor, else itself.
 
