@@ -130,11 +130,14 @@ def test_relu_interval_is_the_image_of_the_interval():
     special = torch.tensor([[1.0, 1.0], [-1.0, 1.0], [0.0, 0.0], [2.0, 0.0], [-2.0, 0.0], [0.5, 3.0]],
                            dtype=torch.float64)  # l = 0, u = 0, a point, stable and unstable
     c, r = torch.cat([c, special[:, 0]]), torch.cat([r, special[:, 1]])
-    centre, radius = ibp.relu_interval(c, r)
     lo, hi = torch.relu(c - r), torch.relu(c + r)
-    assert torch.allclose(centre - radius, lo, rtol=0, atol=1e-14)
-    assert torch.allclose(centre + radius, hi, rtol=0, atol=1e-14)
-    assert bool((radius >= 0).all())
+    for grad in (False, True):  # the four-pass form without autograd, the differentiable one with it
+        with torch.enable_grad():
+            centre, radius = ibp.relu_interval(c.requires_grad_(grad), r)
+        assert centre.requires_grad == grad
+        assert torch.allclose(centre - radius, lo, rtol=0, atol=1e-14)
+        assert torch.allclose(centre + radius, hi, rtol=0, atol=1e-14)
+        assert bool((radius >= 0).all())
 
 
 def test_relu_bounds_are_formed_when_read():

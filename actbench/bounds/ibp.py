@@ -52,6 +52,12 @@ class Intervals(Sequence[Interval]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def head(self, n: int) -> Intervals:
+        """The intervals of the first ``n`` samples (views)."""
+        out = Intervals()
+        out._items = [(is_cr, a[:n], b[:n]) for is_cr, a, b in self._items]
+        return out
+
 
 @dataclass
 class IBPState:
@@ -71,12 +77,18 @@ def last_relu_index(layers: list[Layer]) -> int:
 
 
 def relu_interval(c: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centre and radius of the ReLU image of ``[c - r, c + r]``, in four passes instead of six.
+    """Centre and radius of the ReLU image of ``[c - r, c + r]``.
 
-    With ``h = relu(u) / 2`` (``u = c + r``): the image ``[relu(c - r), relu(u)]`` has radius
-    ``min(r, h)`` and centre ``2 h - min(r, h)``. Active (``c >= r``): ``h >= r``, so ``(c, r)``;
-    inactive (``u <= 0``): ``(0, 0)``; unstable: ``h < r``, so ``(h, h)`` = ``[0, u]``.
+    Without autograd, in four passes instead of six: with ``h = relu(u) / 2`` (``u = c + r``) the image
+    ``[relu(c - r), relu(u)]`` has radius ``min(r, h)`` and centre ``2 h - min(r, h)``. Active
+    (``c >= r``): ``h >= r``, so ``(c, r)``; inactive (``u <= 0``): ``(0, 0)``; unstable: ``h < r``, so
+    ``(h, h)``, i.e. ``[0, u]``. With autograd the backward of those ops costs more than the two saved
+    passes, so training takes ``lerp(relu(l), relu(u), 1/2)`` and its half-width.
     """
+    if torch.is_grad_enabled() and (c.requires_grad or r.requires_grad):
+        lo, hi = torch.relu(c - r), torch.relu(c + r)
+        centre = torch.lerp(lo, hi, 0.5)
+        return centre, hi - centre
     half_upper = torch.lerp(c, r, 0.5).relu_()
     radius = torch.minimum(r, half_upper)
     return torch.lerp(radius, half_upper, 2.0), radius

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from actbench.errors import InvalidInput
@@ -74,36 +75,47 @@ def _batch_size(*tensors: torch.Tensor | float | None, n: int | None) -> int:
     return n
 
 
-def _as_vector(value: torch.Tensor | float | None, n: int, fill: float, device: torch.device) -> torch.Tensor:
+def _as_vector(value: torch.Tensor | float | None, n: int, fill: float) -> np.ndarray:
+    """``value`` as a float64 host array of shape ``[n]`` (a scalar is broadcast, None is ``fill``)."""
     if value is None:
-        return torch.full((n,), fill, dtype=torch.float64, device=device)
+        return np.full(n, fill, dtype=np.float64)
     if isinstance(value, torch.Tensor):
-        value = value.detach().to(device=device, dtype=torch.float64)
+        value = value.detach().to(device="cpu", dtype=torch.float64)
         if value.dim() == 0:
-            return value.expand(n).clone()
+            return np.full(n, float(value), dtype=np.float64)
         if value.shape != (n,):
             raise InvalidInput(f"root_search: expected shape [{n}], got {list(value.shape)}")
-        return value.clone()
-    return torch.full((n,), float(value), dtype=torch.float64, device=device)
+        return value.numpy().copy()
+    return np.full(n, float(value), dtype=np.float64)
 
 
-def _cast(t: torch.Tensor, dtype: torch.dtype, up: bool) -> torch.Tensor:
+def _cast(t: np.ndarray, dtype: torch.dtype, up: bool) -> np.ndarray:
     """Float64 values rounded to ``dtype`` upwards or downwards (not to nearest), back in float64.
 
     The cap and snap points are rounded up, so "certified at the rounded point" still implies
     "certified at the requested eps" (a smaller box); a radius at the cap may then exceed ``eps_max``
     by one unit in the last place of ``dtype`` (callers may clamp it, a smaller claim).
     """
-    c = t.to(dtype)
+    exact = torch.from_numpy(t)
+    c = exact.to(dtype)
     toward = torch.full_like(c, float("inf") if up else float("-inf"))
-    wrong = c.double() < t if up else c.double() > t
-    return torch.where(wrong, torch.nextafter(c, toward), c).double()
+    wrong = c.double() < exact if up else c.double() > exact
+    return torch.where(wrong, torch.nextafter(c, toward), c).double().numpy()
 
 
-def _secant(a: torch.Tensor, fa: torch.Tensor, b: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+def _round(p: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """``p`` rounded to the nearest ``dtype`` value, in float64 (the eps the verifier will see)."""
+    if dtype == torch.float64:
+        return p
+    if dtype == torch.float32:
+        return p.astype(np.float32).astype(np.float64)
+    return torch.from_numpy(p).to(dtype).double().numpy()
+
+
+def _secant(a: np.ndarray, fa: np.ndarray, b: np.ndarray, fb: np.ndarray) -> np.ndarray:
     """Root of the line through (a, fa) and (b, fb); NaN where undefined."""
     x = b - fb * (b - a) / (fb - fa)
-    return torch.where(torch.isfinite(x) & (fa != fb), x, torch.full_like(x, float("nan")))
+    return np.where(np.isfinite(x) & (fa != fb), x, np.nan)
 
 
 def root_search(
@@ -133,194 +145,207 @@ def root_search(
     when it was just certified at ``p`` and the secant through its two latest points puts the root
     within ``rtol`` above ``p``. The radius is still an eps that certified; only its distance to the
     root is estimated instead of bracketed, which saves about one pass and one round per sample.
+
+    The per-sample bookkeeping runs on float64 host arrays (NumPy): a round's few dozen operations on
+    ``[B]`` vectors cost microseconds there and a few hundred as tensor operations. ``fn`` gets its
+    sample indices and probes as tensors on ``device``.
     """
     if not (rtol > 0 and atol >= 0 and max_passes >= 1):
         raise InvalidInput(f"root_search: need rtol > 0, atol >= 0, max_passes >= 1 (got {rtol}, {atol}, {max_passes})")
     device = torch.device(device)
     n = _batch_size(f0, eps_max, init, n=n)
-    cap = _cast(_as_vector(eps_max, n, 0.0, device), dtype, up=True)
-    if bool((cap < 0).any()) or not bool(torch.isfinite(cap).all()):
+    cap = _cast(_as_vector(eps_max, n, 0.0), dtype, up=True)
+    if bool((cap < 0).any()) or not bool(np.isfinite(cap).all()):
         raise InvalidInput("root_search: eps_max must be finite and >= 0")
-    passes = torch.zeros(n, dtype=torch.int64, device=device)
-    all_idx = torch.arange(n, device=device)
+    passes = np.zeros(n, dtype=np.int64)
+
+    def evaluate(idx: np.ndarray, p: np.ndarray) -> np.ndarray:
+        out = fn(torch.from_numpy(idx).to(device), torch.from_numpy(p).to(device=device, dtype=dtype))
+        return _as_vector(out, idx.shape[0], np.nan)
+
+    all_idx = np.arange(n)
     if f0 is None:
-        f0 = _as_vector(fn(all_idx, torch.zeros(n, dtype=dtype, device=device)), n, 0.0, device)
+        f0 = evaluate(all_idx, np.zeros(n))
         passes += 1
     else:
-        f0 = _as_vector(f0, n, 0.0, device)
+        f0 = _as_vector(f0, n, 0.0)
     snap_t = None
     if snap is not None:
-        snap_t = _cast(torch.as_tensor(snap, dtype=torch.float64, device=device).flatten(), dtype, up=True)
-        snap_t = snap_t[snap_t > 0].unique() if snap_t.numel() else None
-        if snap_t is not None and snap_t.numel() == 0:
+        grid = torch.as_tensor(snap, dtype=torch.float64).flatten().cpu().numpy()
+        snap_t = _cast(grid, dtype, up=True)
+        snap_t = np.unique(snap_t[snap_t > 0]) if snap_t.size else None
+        if snap_t is not None and snap_t.size == 0:
             snap_t = None
 
     st = _State.start(f0, cap)
     done = ~(f0 > 0) | (cap <= 0)
-    converged = done.clone()
+    converged = done.copy()
     active = ~done
-    at_max = torch.zeros(n, dtype=torch.bool, device=device)
+    at_max = np.zeros(n, dtype=bool)
     if init is not None:
-        guess = _as_vector(init, n, float("nan"), device).to(dtype).double()
-        guess = torch.where(torch.isfinite(guess) & (guess > 0) & (guess < cap), guess, cap)
+        guess = _round(_as_vector(init, n, np.nan), dtype)
+        guess = np.where(np.isfinite(guess) & (guess > 0) & (guess < cap), guess, cap)
     else:
-        guess = cap.clone()
+        guess = cap.copy()
 
-    while bool(active.any()):
-        if deadline is not None and time.monotonic() > deadline:
-            break
-        idx = all_idx[active]
-        p = _next_probe(st, idx, guess, cap, rtol, atol, snap_t, predict).to(dtype).double()
-        inside = (p > st.lo[idx]) & ((p < st.hi[idx]) | ~st.hi_known[idx])
-        mid = (0.5 * (st.lo[idx] + st.hi[idx])).to(dtype).double()
-        p = torch.where(inside, p, mid)
-        inside = (p > st.lo[idx]) & ((p < st.hi[idx]) | ~st.hi_known[idx])
-        if not bool(inside.all()):  # bracket at the resolution of dtype: nothing left to refine
-            stuck = idx[~inside]
-            converged[stuck] = True
-            active[stuck] = False
-            idx, p = idx[inside], p[inside]
-            if idx.numel() == 0:
-                continue
-        f = _as_vector(fn(idx, p.to(dtype)), idx.numel(), float("nan"), device)
-        passes[idx] += 1
-        st.update(idx, p, f)
+    with np.errstate(all="ignore"):  # NaN and inf mark undefined estimates; they are handled
+        while active.any():
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            idx = all_idx[active]
+            p = _round(_next_probe(st, idx, guess, cap, rtol, atol, snap_t, predict), dtype)
+            inside = (p > st.lo[idx]) & ((p < st.hi[idx]) | ~st.hi_known[idx])
+            mid = _round(0.5 * (st.lo[idx] + st.hi[idx]), dtype)
+            p = np.where(inside, p, mid)
+            inside = (p > st.lo[idx]) & ((p < st.hi[idx]) | ~st.hi_known[idx])
+            if not inside.all():  # bracket at the resolution of dtype: nothing left to refine
+                stuck = idx[~inside]
+                converged[stuck] = True
+                active[stuck] = False
+                idx, p = idx[inside], p[inside]
+                if idx.size == 0:
+                    continue
+            f = evaluate(idx, p)
+            passes[idx] += 1
+            st.update(idx, p, f)
 
-        top = (f > 0) & (p >= cap[idx])
-        at_max[idx[top]] = True
-        width = st.hi[idx] - st.lo[idx]
-        tight = st.hi_known[idx] & ((width <= rtol * st.hi[idx]) | (width <= atol))
-        if snap_t is not None:
-            tight &= ~_snap_inside(snap_t, st.lo[idx], st.hi[idx]).isfinite()
-        fin = top | tight
-        if predict:  # certified at p and the local secant puts the root within rtol above p
-            est = _secant(st.pts[idx, 1], st.fpts[idx, 1], p, f)
-            fin |= (f > 0) & (est >= p) & (est <= p + torch.clamp(rtol * p, min=atol))
-        converged[idx[fin]] = True
-        active[idx[fin]] = False
-        active[idx[passes[idx] >= max_passes]] = False
+            top = (f > 0) & (p >= cap[idx])
+            at_max[idx[top]] = True
+            width = st.hi[idx] - st.lo[idx]
+            tight = st.hi_known[idx] & ((width <= rtol * st.hi[idx]) | (width <= atol))
+            if snap_t is not None:
+                tight &= ~np.isfinite(_snap_inside(snap_t, st.lo[idx], st.hi[idx]))
+            fin = top | tight
+            if predict:  # certified at p and the local secant puts the root within rtol above p
+                est = _secant(st.pts[idx, 1], st.fpts[idx, 1], p, f)
+                fin |= (f > 0) & (est >= p) & (est <= p + np.maximum(rtol * p, atol))
+            converged[idx[fin]] = True
+            active[idx[fin]] = False
+            active[idx[passes[idx] >= max_passes]] = False
 
-    return SearchResult(st.lo, passes, at_max, converged)
+    def back(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(device)
+
+    return SearchResult(back(st.lo), back(passes), back(at_max), back(converged))
 
 
 @dataclass
 class _State:
-    """Per-sample search state (all [B] float64 unless noted)."""
+    """Per-sample search state (all [B] float64 host arrays unless noted)."""
 
-    lo: torch.Tensor  # largest eps observed certified so far (0 at start)
-    flo: torch.Tensor
-    hi: torch.Tensor  # smallest eps observed not certified (eps_max until evaluated)
-    fhi: torch.Tensor
-    hi_known: torch.Tensor  # bool: hi was evaluated
-    pts: torch.Tensor  # [B, 3] the three latest points, newest last (NaN: none yet)
-    fpts: torch.Tensor  # [B, 3] their values
-    flo_w: torch.Tensor  # Anderson-Bjorck weighted end values for regula falsi
-    fhi_w: torch.Tensor
-    last_side: torch.Tensor  # int8: +1 lo moved last, -1 hi moved last, 0 none
-    w_ref: torch.Tensor  # bracket width at the last halving
-    stall: torch.Tensor  # int64: rounds since the bracket last halved
-    rounds: torch.Tensor  # int64: probes made
+    lo: np.ndarray  # largest eps observed certified so far (0 at start)
+    flo: np.ndarray
+    hi: np.ndarray  # smallest eps observed not certified (eps_max until evaluated)
+    fhi: np.ndarray
+    hi_known: np.ndarray  # bool: hi was evaluated
+    pts: np.ndarray  # [B, 3] the three latest points, newest last (NaN: none yet)
+    fpts: np.ndarray  # [B, 3] their values
+    flo_w: np.ndarray  # Anderson-Bjorck weighted end values for regula falsi
+    fhi_w: np.ndarray
+    last_side: np.ndarray  # int8: +1 lo moved last, -1 hi moved last, 0 none
+    w_ref: np.ndarray  # bracket width at the last halving
+    stall: np.ndarray  # int64: rounds since the bracket last halved
+    rounds: np.ndarray  # int64: probes made
 
     @classmethod
-    def start(cls, f0: torch.Tensor, cap: torch.Tensor) -> _State:
-        nan = torch.full_like(f0, float("nan"))
-        pts = torch.stack([nan, nan, torch.zeros_like(f0)], dim=1)
-        fpts = torch.stack([nan, nan, f0], dim=1)
-        zeros = torch.zeros(f0.shape[0], dtype=torch.int64, device=f0.device)
+    def start(cls, f0: np.ndarray, cap: np.ndarray) -> _State:
+        n = f0.shape[0]
+        nan = np.full(n, np.nan)
+        pts = np.stack([nan, nan, np.zeros(n)], axis=1)
+        fpts = np.stack([nan, nan, f0], axis=1)
+        zeros = np.zeros(n, dtype=np.int64)
         return cls(
-            torch.zeros_like(f0), f0.clone(), cap.clone(), nan.clone(), torch.zeros_like(f0, dtype=torch.bool),
-            pts, fpts, f0.clone(), nan.clone(), torch.zeros_like(zeros, dtype=torch.int8), cap.clone(),
-            zeros.clone(), zeros.clone(),
+            np.zeros(n), f0.copy(), cap.copy(), nan.copy(), np.zeros(n, dtype=bool), pts, fpts, f0.copy(),
+            nan.copy(), np.zeros(n, dtype=np.int8), cap.copy(), zeros.copy(), zeros.copy(),
         )
 
-    def update(self, idx: torch.Tensor, p: torch.Tensor, f: torch.Tensor) -> None:
+    def update(self, idx: np.ndarray, p: np.ndarray, f: np.ndarray) -> None:
         """Record ``f(p)`` for samples ``idx``: move one bracket end, shift the point history."""
         cert = f > 0  # NaN counts as not certified
         up, dn = idx[cert], idx[~cert]
         # Anderson-Bjorck: shrink the stagnant end's weight when the same end moves twice in a row.
         m_up = _ab_factor(f[cert], self.flo[up])
         m_dn = _ab_factor(f[~cert], self.fhi[dn])
-        self.fhi_w[up] = torch.where(self.last_side[up] == 1, self.fhi_w[up] * m_up, self.fhi_w[up])
-        self.flo_w[dn] = torch.where(self.last_side[dn] == -1, self.flo_w[dn] * m_dn, self.flo_w[dn])
+        self.fhi_w[up] = np.where(self.last_side[up] == 1, self.fhi_w[up] * m_up, self.fhi_w[up])
+        self.flo_w[dn] = np.where(self.last_side[dn] == -1, self.flo_w[dn] * m_dn, self.flo_w[dn])
         self.lo[up], self.flo[up], self.flo_w[up] = p[cert], f[cert], f[cert]
         self.hi[dn], self.fhi[dn], self.fhi_w[dn] = p[~cert], f[~cert], f[~cert]
         self.hi_known[dn] = True
         self.last_side[up], self.last_side[dn] = 1, -1
-        self.pts[idx] = torch.cat([self.pts[idx, 1:], p[:, None]], dim=1)
-        self.fpts[idx] = torch.cat([self.fpts[idx, 1:], f[:, None]], dim=1)
+        self.pts[idx] = np.concatenate([self.pts[idx, 1:], p[:, None]], axis=1)
+        self.fpts[idx] = np.concatenate([self.fpts[idx, 1:], f[:, None]], axis=1)
         # Bisection safeguard: count rounds in which the bracket failed to halve.
         width = self.hi[idx] - self.lo[idx]
         reset = (width <= 0.5 * self.w_ref[idx]) | ~self.hi_known[idx] | (self.rounds[idx] == 0)
-        self.w_ref[idx] = torch.where(reset, width, self.w_ref[idx])
-        self.stall[idx] = torch.where(reset, torch.zeros_like(self.stall[idx]), self.stall[idx] + 1)
+        self.w_ref[idx] = np.where(reset, width, self.w_ref[idx])
+        self.stall[idx] = np.where(reset, 0, self.stall[idx] + 1)
         self.rounds[idx] += 1
 
 
-def _ab_factor(f_new: torch.Tensor, f_old: torch.Tensor) -> torch.Tensor:
+def _ab_factor(f_new: np.ndarray, f_old: np.ndarray) -> np.ndarray:
     """Anderson-Bjorck weight ``1 - f_new / f_old``, or 1/2 when that is not in (0, 1)."""
     m = 1.0 - f_new / f_old
-    return torch.where(torch.isfinite(m) & (m > 0) & (m < 1), m, torch.full_like(m, 0.5))
+    return np.where(np.isfinite(m) & (m > 0) & (m < 1), m, 0.5)
 
 
-def _snap_inside(snap: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+def _snap_inside(snap: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Smallest snap point strictly inside (lo, hi) per sample, +inf where none."""
     mask = (snap[None, :] > lo[:, None]) & (snap[None, :] < hi[:, None])
-    vals = torch.where(mask, snap[None, :], torch.full_like(mask, float("inf"), dtype=snap.dtype))
-    return vals.min(dim=1).values
+    return np.where(mask, snap[None, :], np.inf).min(axis=1)
 
 
-def _iqi(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+def _iqi(x: np.ndarray, f: np.ndarray) -> np.ndarray:
     """Inverse quadratic interpolation through three points per row (x as a quadratic in f) at f = 0."""
-    x0, x1, x2 = x.unbind(1)
-    f0, f1, f2 = f.unbind(1)
+    x0, x1, x2 = x.T
+    f0, f1, f2 = f.T
     est = (
         x0 * f1 * f2 / ((f0 - f1) * (f0 - f2))
         + x1 * f0 * f2 / ((f1 - f0) * (f1 - f2))
         + x2 * f0 * f1 / ((f2 - f0) * (f2 - f1))
     )
-    return torch.where(torch.isfinite(est), est, torch.full_like(est, float("nan")))
+    return np.where(np.isfinite(est), est, np.nan)
 
 
 def _next_probe(
-    st: _State, idx: torch.Tensor, guess: torch.Tensor, cap: torch.Tensor, rtol: float, atol: float,
-    snap: torch.Tensor | None, predict: bool = False,
-) -> torch.Tensor:
+    st: _State, idx: np.ndarray, guess: np.ndarray, cap: np.ndarray, rtol: float, atol: float,
+    snap: np.ndarray | None, predict: bool = False,
+) -> np.ndarray:
     """The next eps to evaluate for the active samples ``idx`` (float64)."""
     lo, hi, known = st.lo[idx], st.hi[idx], st.hi_known[idx]
     pts, fpts = st.pts[idx], st.fpts[idx]
     sec = _secant(pts[:, 1], fpts[:, 1], pts[:, 2], fpts[:, 2])
-    d_lo = MIN_STEP * torch.clamp(rtol * lo, min=atol)
-    d_hi = MIN_STEP * torch.clamp(rtol * hi, min=atol)
+    d_lo = MIN_STEP * np.maximum(rtol * lo, atol)
+    d_hi = MIN_STEP * np.maximum(rtol * hi, atol)
 
     # Bracketed step: inverse quadratic, else secant, else regula falsi, else bisection (an estimate at
     # an end of the bracket is kept: the clamp below moves it a min step inside).
-    def ok(v: torch.Tensor) -> torch.Tensor:
-        return torch.isfinite(v) & (v >= lo) & (v <= hi)
+    def ok(v: np.ndarray) -> np.ndarray:
+        return np.isfinite(v) & (v >= lo) & (v <= hi)
 
-    mid = torch.where((lo > 0) & (hi > 4 * lo), torch.sqrt(lo * hi), 0.5 * (lo + hi))  # geometric when far apart
+    mid = np.where((lo > 0) & (hi > 4 * lo), np.sqrt(lo * hi), 0.5 * (lo + hi))  # geometric when far apart
     rf = lo + st.flo_w[idx] * (hi - lo) / (st.flo_w[idx] - st.fhi_w[idx])
-    est = torch.where(ok(rf), rf, mid)
-    est = torch.where(ok(sec), sec, est)
+    est = np.where(ok(rf), rf, mid)
+    est = np.where(ok(sec), sec, est)
     if USE_IQI:
         iqi = _iqi(pts, fpts)
-        est = torch.where(ok(iqi), iqi, est)
+        est = np.where(ok(iqi), iqi, est)
     if predict:  # aim just below the estimated root, so that the probe certifies and can stop the sample
-        est = est - PREDICT_AIM * torch.clamp(rtol * est, min=atol)
-    est = torch.where(st.stall[idx] >= STALL_ROUNDS, mid, est)
+        est = est - PREDICT_AIM * np.maximum(rtol * est, atol)
+    est = np.where(st.stall[idx] >= STALL_ROUNDS, mid, est)
     roomy = lo + d_lo < hi - d_hi
-    bracketed = torch.where(roomy, torch.minimum(torch.maximum(est, lo + d_lo), hi - d_hi), mid)
+    bracketed = np.where(roomy, np.minimum(np.maximum(est, lo + d_lo), hi - d_hi), mid)
     if snap is not None:  # tight bracket with a grid point inside: probe that point
         s = _snap_inside(snap, lo, hi)
         width = hi - lo
         tight = (width <= rtol * hi) | (width <= atol)
-        bracketed = torch.where(tight & torch.isfinite(s), s, bracketed)
+        bracketed = np.where(tight & np.isfinite(s), s, bracketed)
 
     # Upper end not evaluated yet (a certified warm start): extrapolate once, then try the cap.
     if predict:
-        sec = sec - PREDICT_AIM * torch.clamp(rtol * sec, min=atol)
-    up = torch.where(torch.isfinite(sec) & (sec > lo + d_lo), sec, 2.0 * lo)
-    up = torch.where(st.rounds[idx] >= 2, cap[idx], torch.minimum(up, cap[idx]))
-    return torch.where(st.rounds[idx] == 0, guess[idx], torch.where(known, bracketed, up))
+        sec = sec - PREDICT_AIM * np.maximum(rtol * sec, atol)
+    up = np.where(np.isfinite(sec) & (sec > lo + d_lo), sec, 2.0 * lo)
+    up = np.where(st.rounds[idx] >= 2, cap[idx], np.minimum(up, cap[idx]))
+    return np.where(st.rounds[idx] == 0, guess[idx], np.where(known, bracketed, up))
 
 
 def certified_radii(
