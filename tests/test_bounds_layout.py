@@ -55,13 +55,15 @@ def test_input_step_skips_groups_dilation_and_wide_inputs():
 
 def test_flat_linear_is_flatten_then_linear():
     torch.manual_seed(0)
-    fc = LinearLayer(torch.randn(6, 3 * 4 * 5, dtype=torch.float64), torch.randn(6, dtype=torch.float64), "fc")
+    fc = LinearLayer(torch.randn(3, 3 * 4 * 5, dtype=torch.float64), torch.randn(3, dtype=torch.float64), "fc")
     fused = layout.FlatLinearLayer(fc, (3, 4, 5), "fc")
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
-    for inp in (x, layout.channels_last(x)):
-        assert torch.allclose(fused.forward(inp), fc.forward(inp.flatten(1)), atol=1e-12)
-        assert torch.allclose(fused.forward_abs(inp), fc.forward_abs(inp.flatten(1)), atol=1e-12)
-    A = torch.randn(2, 7, 6, dtype=torch.float64)
+    A = torch.randn(2, 7, 3, dtype=torch.float64)
+    for batch in (x[:1], x):  # the (C, H, W) flatten, then the permuted weight (once the batch is large)
+        for inp in (batch, layout.channels_last(batch)):
+            assert fused._hwc_input(inp) == (inp.shape[0] == 2 and inp.stride(1) == 1)
+            assert torch.allclose(fused.forward(inp), fc.forward(inp.flatten(1)), atol=1e-12)
+            assert torch.allclose(fused.forward_abs(inp), fc.forward_abs(inp.flatten(1)), atol=1e-12)
     back = fused.backward(A)
     assert back.shape == (2, 7, 3, 4, 5)
     assert torch.allclose(back, fc.backward(A).view(2, 7, 3, 4, 5), atol=1e-12)

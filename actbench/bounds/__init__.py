@@ -5,6 +5,7 @@ Public API::
     margin_bounds(model, x, y, eps, method="ibp", lo=0., hi=1., bn_stats=None) -> BoundResult
     box_margin_bounds(model, lower, upper, y, method="ibp", bn_stats=None) -> BoundResult
     logit_bounds(model, x, eps, lo=0., hi=1., bn_stats=None) -> (lb, ub)
+    subset_bounds(model, x, y, method, lo, hi, bn_stats) -> bound(idx, eps)  # one batch, many subsets
     clean_forward(model, x) -> (logits, bn_stats)
     with prepared(model): ...   # reuse the prepared layers of an unchanged model (cache.py)
 """
@@ -17,6 +18,7 @@ from actbench.bounds.api import (
     logit_bounds,
     margin_bounds,
     spec_matrix,
+    subset_bounds,
 )
 from actbench.bounds.batchnorm import BNStats, clean_forward
 from actbench.bounds.cache import prepared
@@ -34,4 +36,5 @@ __all__ = [
     "margin_bounds",
     "prepared",
     "spec_matrix",
+    "subset_bounds",
 ]

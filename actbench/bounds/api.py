@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +24,7 @@ METHODS = ("ibp", "crown-ibp", "crown")
 DEFAULT_CROWN_MAX_MEMORY = 4 * 2**30
 
 Interval = tuple[torch.Tensor, torch.Tensor]
+SubsetBound = Callable[[torch.Tensor, torch.Tensor], "BoundResult"]
 
 
 @dataclass
@@ -236,6 +238,41 @@ def margin_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     prep = _prepare(model, xl, xu, x.detach(), bn_stats)
     _check_labels(y, x.shape[0], prep.num_classes)
     return _bounds(prep, y, method, crown_max_memory)
+
+
+def subset_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str = "ibp", lo: float = 0.0,
+                  hi: float = 1.0, bn_stats: batchnorm.BNStats | None = None, *,
+                  crown_max_memory: float = DEFAULT_CROWN_MAX_MEMORY) -> SubsetBound:
+    """``bound(idx, eps)``: :func:`margin_bounds` of the samples ``x[idx]`` at radii ``eps`` (``[len(idx)]``).
+
+    For a search that evaluates subsets of one batch many times (``certify.radius``): the batch, the
+    labels and ``[lo, hi]`` are checked and the model prepared (with the whole batch's statistics in
+    train mode) once, so a call costs only its bound pass. The model must not change while ``bound``
+    is used. ``eps`` must be finite and >= 0 (not checked per call). When some ``x`` lies outside
+    ``[lo, hi]`` every call goes through :func:`margin_bounds`, which refuses the empty boxes.
+    """
+    _check_method(method)
+    x = _check_batch(x, "x")
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise InvalidInput(f"need finite lo < hi, got lo={lo}, hi={hi}")
+    if bool((x < lo).any() or (x > hi).any()):
+        def checked(idx: torch.Tensor, eps: torch.Tensor) -> BoundResult:
+            return margin_bounds(model, x[idx], y[idx], eps, method, lo, hi, bn_stats,
+                                 crown_max_memory=crown_max_memory)  # fmt: skip
+
+        return checked
+    x = x.detach()
+    prep = _prepare(model, x, x, x, bn_stats)
+    _check_labels(y, x.shape[0], prep.num_classes)
+    shape = (-1, *([1] * (x.dim() - 1)))
+
+    @no_tf32
+    def bound(idx: torch.Tensor, eps: torch.Tensor) -> BoundResult:
+        xs, e = x[idx], eps.to(device=x.device, dtype=prep.xl.dtype).view(shape)
+        box = dataclasses.replace(prep, xl=(xs - e).clamp_(min=lo), xu=(xs + e).clamp_(max=hi))
+        return _bounds(box, y[idx], method, crown_max_memory)
+
+    return bound
 
 
 @no_tf32  # TF32 convolutions would change the bounds (actbench.device)

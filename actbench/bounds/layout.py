@@ -41,14 +41,16 @@ def channels_last(t: torch.Tensor) -> torch.Tensor:
 
 
 class FlatLinearLayer(Layer):
-    """``Linear(Flatten(x))`` for ``x`` of per-sample shape ``[C, H, W]``. Forward: the (channels-last)
-    activations are flattened in ``(C, H, W)`` order, a copy the size of one activation. Backward: the
-    product with the weight's columns permuted to ``(H, W, C)`` order is already channels-last."""
+    """``Linear(Flatten(x))`` for ``x`` of per-sample shape ``[C, H, W]``, using the weight with its columns
+    permuted to ``(H, W, C)`` order: flattening channels-last activations in that order is a view, and
+    the backward product comes out channels-last. The forward falls back to a ``(C, H, W)`` flatten (a
+    copy of the activations) when permuting a large weight would cost more (CNN7's classifier)."""
 
     def __init__(self, linear: LinearLayer, in_shape: Shape, name: str):
         self.weight, self.bias, self.in_shape, self.name = linear.weight, linear.bias, tuple(in_shape), name
         self._abs: torch.Tensor | None = None
         self._hwc: torch.Tensor | None = None
+        self._abs_hwc: torch.Tensor | None = None
 
     def out_shape(self, in_shape: Shape) -> Shape:
         if tuple(in_shape) != self.in_shape:
@@ -61,17 +63,32 @@ class FlatLinearLayer(Layer):
         return self._abs
 
     def hwc_weight(self) -> torch.Tensor:
-        """The weight with its columns in ``(H, W, C)`` order (formed on the first backward pass)."""
+        """The weight with its columns in ``(H, W, C)`` order (formed once, when first needed)."""
         if self._hwc is None:
             c, h, w = self.in_shape
             out = self.weight.shape[0]
             self._hwc = self.weight.reshape(out, c, h, w).permute(0, 2, 3, 1).reshape(out, h * w * c)
         return self._hwc
 
+    def abs_hwc_weight(self) -> torch.Tensor:
+        if self._abs_hwc is None:
+            self._abs_hwc = self.hwc_weight().abs()
+        return self._abs_hwc
+
+    def _hwc_input(self, x: torch.Tensor) -> bool:
+        """Whether to flatten ``x`` in ``(H, W, C)`` order (a view when it is channels-last) and use the
+        permuted weight: when forming that weight costs less than flattening copies of ``x``. (Not
+        whether it was formed already: prepared and fresh layers must give bit-identical bounds.)"""
+        return x.stride(1) == 1 and self.weight.numel() <= 2 * x.numel()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._hwc_input(x):
+            return F.linear(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1), self.hwc_weight(), self.bias)
         return F.linear(x.flatten(1), self.weight, self.bias)
 
     def forward_abs(self, r: torch.Tensor) -> torch.Tensor:
+        if self._hwc_input(r):
+            return F.linear(r.permute(0, 2, 3, 1).reshape(r.shape[0], -1), self.abs_hwc_weight())
         return F.linear(r.flatten(1), self.abs_weight())
 
     def backward(self, A: torch.Tensor) -> torch.Tensor:

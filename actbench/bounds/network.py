@@ -29,6 +29,7 @@ from actbench.models import Normalize
 Shape = tuple[int, ...]
 CONV_BACKWARD_CHANNELS_LAST = True
 FOLD_MAX_COLUMNS = 64  # ConvLayer.backward uses F.fold when in_channels * kernel area is at most this
+SMALL_CONV_BATCH = 8  # convolutions of at most this many samples (no autograd, CPU) bypass oneDNN
 BNAffine = Callable[["BatchNormLayer", torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -225,10 +226,10 @@ class ConvLayer(Layer):
                          self.groups, self.name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return _conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def forward_abs(self, r: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(r, self.abs_weight(), None, self.stride, self.padding, self.dilation, self.groups)
+        return _conv2d(r, self.abs_weight(), None, self.stride, self.padding, self.dilation, self.groups)
 
     def _output_padding(self, out_hw: Shape) -> Shape:
         """The ``output_padding`` that makes the transpose restore the recorded input size."""
@@ -266,6 +267,21 @@ class ConvLayer(Layer):
         if self.bias is None:
             return None
         return A.sum((3, 4)) @ self.bias
+
+
+def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Shape, padding: Shape,
+            dilation: Shape, groups: int) -> torch.Tensor:
+    """``F.conv2d``; a CPU batch of at most ``SMALL_CONV_BATCH`` without autograd skips oneDNN, whose
+    fixed cost per call (~50 us) is several times the arithmetic of so few samples (the last rounds
+    of a radius search)."""
+    small = x.shape[0] <= SMALL_CONV_BATCH and x.device.type == "cpu" and not torch.is_grad_enabled()
+    if not (small and torch.backends.mkldnn.enabled):
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    torch.backends.mkldnn.enabled = False
+    try:
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    finally:
+        torch.backends.mkldnn.enabled = True
 
 
 class AvgPoolLayer(Layer):

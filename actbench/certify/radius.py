@@ -374,7 +374,7 @@ def certified_radii(
     Radii come back in ``x.dtype`` and are exact eps values at which the verifier certified.
     ``predict`` as in :func:`root_search` (training radii).
     """
-    from actbench.bounds import build_network, clean_forward, margin_bounds, prepared
+    from actbench.bounds import build_network, clean_forward, prepared, subset_bounds
     from actbench.bounds.batchnorm import batch_stats, needs_batch_stats
 
     if x.shape[0] != y.shape[0]:
@@ -398,10 +398,11 @@ def certified_radii(
                 from actbench.complete.alpha_crown import margin_lower
 
                 return margin_lower(model, x[idx], y[idx], eps, lo=lo, hi=hi).min(dim=1).values
-            res = margin_bounds(model, x[idx], y[idx], eps, method=method, lo=lo, hi=hi, bn_stats=bn_stats)
-            return res.lower.min(dim=1).values
+            return bound(idx, eps).lower.min(dim=1).values
 
         with prepared(model):  # the model is fixed during the search: prepare its layers once
+            if method != "alpha-crown":
+                bound = subset_bounds(model, x, y, method, lo, hi, bn_stats)
             res = root_search(
                 fn, eps_max if isinstance(eps_max, torch.Tensor) else float(eps_max), rtol=rtol, atol=atol,
                 max_passes=max_passes, init=init, f0=f0, snap=snap, dtype=x.dtype, device=x.device,
