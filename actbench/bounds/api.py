@@ -268,9 +268,14 @@ def subset_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: st
 
     @no_tf32
     def bound(idx: torch.Tensor, eps: torch.Tensor) -> BoundResult:
-        xs, e = x[idx], eps.to(device=x.device, dtype=prep.xl.dtype).view(shape)
+        n = idx.shape[0]
+        e = eps.to(device=x.device, dtype=prep.xl.dtype)
+        size = bucket_size(n)
+        if size != n:  # pad by repeating the last sample (cheaper than padding the boxes)
+            idx, e = _pad(idx, size), _pad(e, size)
+        xs, e = x[idx], e.view(shape)
         box = dataclasses.replace(prep, xl=(xs - e).clamp_(min=lo), xu=(xs + e).clamp_(max=hi))
-        return _bounds(box, y[idx], method, crown_max_memory)
+        return _head(_bounds_of(box, y[idx], method, crown_max_memory), n)
 
     return bound
 

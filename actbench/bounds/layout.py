@@ -37,6 +37,8 @@ def channels_last(t: torch.Tensor) -> torch.Tensor:
     strides = (h * w * c, 1, w * c, c)
     if t.stride() == strides:
         return t
+    if c == 1 and t.is_contiguous():  # the same memory either way: only the channel stride differs
+        return t.as_strided(t.shape, strides)
     return torch.empty_strided(t.shape, strides, dtype=t.dtype, device=t.device).copy_(t)
 
 

@@ -99,6 +99,7 @@ class ChannelAffineLayer(Layer):
 
     def __init__(self, scale: torch.Tensor, shift: torch.Tensor, name: str):
         self.scale, self.shift, self.name = scale, shift, name
+        self._abs: torch.Tensor | None = None
 
     def out_shape(self, in_shape: Shape) -> Shape:
         if len(in_shape) < 1 or in_shape[0] != self.scale.numel():
@@ -119,7 +120,9 @@ class ChannelAffineLayer(Layer):
         return torch.addcmul(self._view(self.shift, x.dim()), x, self._view(self.scale, x.dim()))
 
     def forward_abs(self, r: torch.Tensor) -> torch.Tensor:
-        return r * self._view(self.scale.abs(), r.dim())
+        if self._abs is None:
+            self._abs = self.scale.abs()
+        return r * self._view(self._abs, r.dim())
 
     def backward(self, A: torch.Tensor) -> torch.Tensor:
         return A * self._view(self.scale, A.dim() - 1)
