@@ -1,7 +1,7 @@
 """Memory layout of the bound engine's layers: channels-last convolutions and a flatten-free classifier.
 
 oneDNN runs convolutions fastest on channels-last (NHWC) tensors: an NCHW input or weight is reordered
-to its blocked format inside every call, which on the CPU tracks' models costs 10-40 % of a
+to its blocked format inside every call, which on the CPU tracks' models costs 7-45 % of a
 convolution. The forward pass of a user's model keeps the model's own layout; the bound passes need
 not. :func:`fast_layers` turns prepared layers into the same maps laid out for speed:
 
