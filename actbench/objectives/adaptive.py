@@ -35,8 +35,10 @@ Speed levers (all exact for the loss, they only change how the radius is found):
   still an eps at which IBP certified (so §2's "certified end" rule holds). On the cnn3 training
   models of ``benchmarks/train_step.py`` it saves 29-38 % of the search passes and one round per step
   at the same quality: mean radius 99.5 % of an exact root search (rtol 1e-7) with or without it;
-- *one preparation per step*: the search runs inside ``bounds.prepared(model)``, so BatchNorm is
-  folded and ``|W|`` formed once for all its rounds (with the clean batch's statistics).
+- *one preparation per step*: the search evaluates its subsets through ``bounds.subset_bounds``
+  inside ``bounds.prepared(model)``, so the batch is checked, BatchNorm folded and ``|W|`` formed once
+  for all its rounds (with the clean batch's statistics), and each round runs at a bucketed batch
+  size (``bounds.api.bucket_size``).
 
 None of this changes the method: radii stay per-sample IBP certified radii capped at the scheduled
 eps, computed without gradient, clamped at 1e-6 in the regulariser phase.
