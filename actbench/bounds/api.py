@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -32,13 +32,14 @@ class BoundResult:
     """Lower bounds of the margins ``z_y - z_t`` (``t != y``, increasing ``t``), shape ``[B, K-1]``.
 
     ``relu_bounds``: pre-activation ``(l, u)`` of every ReLU in forward order (IBP's for ``ibp`` and
-    ``crown-ibp``; CROWN's, intersected with IBP's, for ``crown``). ``input_box``: the box after the
+    ``crown-ibp``, formed when first read: ``ibp.Intervals``; CROWN's, intersected with IBP's, for
+    ``crown``). ``input_box``: the box after the
     leading Normalize layer (the raw box when the model has none). ``ibp_lower``: the IBP margin bound,
     also filled by the CROWN methods (it costs nothing extra there).
     """
 
     lower: torch.Tensor
-    relu_bounds: list[Interval]
+    relu_bounds: Sequence[Interval]
     input_box: Interval
     method: str
     ibp_lower: torch.Tensor | None = field(default=None)
