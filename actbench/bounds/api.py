@@ -139,7 +139,7 @@ def _prepare(model: nn.Module, xl: torch.Tensor, xu: torch.Tensor, clean: torch.
     if bn_stats is None and batch_stats_needed:
         bn_stats = batchnorm.batch_stats(net, clean.to(dtype))
     layers = materialize(net, shapes, batchnorm.affine_provider(bn_stats), dtype, xl.device, xl.shape[0])
-    layers = layout.fast_layers(layers, infer_shapes(Network(layers), tuple(xl.shape[1:])))
+    layers = layout.fast_layers(layers)
     layer_shapes = infer_shapes(Network(layers), tuple(xl.shape[1:]))  # also records conv input shapes
     prep = _Prepared(layers, xl, xu, normalize_first, shapes[-1][0], layer_shapes)
     if key is not None:  # the entry keeps bn_stats alive, so its id stays unique while cached

@@ -86,9 +86,7 @@ def relu_interval(c: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch
     passes, so training takes ``lerp(relu(l), relu(u), 1/2)`` and its half-width.
     """
     if torch.is_grad_enabled() and (c.requires_grad or r.requires_grad):
-        lo, hi = torch.relu(c - r), torch.relu(c + r)
-        centre = torch.lerp(lo, hi, 0.5)
-        return centre, hi - centre
+        return post_relu(c - r, c + r)
     half_upper = torch.lerp(c, r, 0.5).relu_()
     radius = torch.minimum(r, half_upper)
     return torch.lerp(radius, half_upper, 2.0), radius

@@ -102,16 +102,17 @@ class FlatLinearLayer(Layer):
         return None if self.bias is None else A @ self.bias
 
 
-def fast_layers(layers: list[Layer], shapes: list[Shape]) -> list[Layer]:
-    """``layers`` (with per-sample input shapes ``shapes``) laid out for speed, as the module doc says."""
+def fast_layers(layers: list[Layer]) -> list[Layer]:
+    """``layers`` laid out for speed, as the module doc says (after ``infer_shapes``, which records each
+    flatten's input shape)."""
     out: list[Layer] = []
     i = 0
     while i < len(layers):
         layer = layers[i]
         nxt = layers[i + 1] if i + 1 < len(layers) else None
-        if (isinstance(layer, FlattenLayer) and isinstance(nxt, LinearLayer) and len(shapes[i]) == 3
+        if (isinstance(layer, FlattenLayer) and isinstance(nxt, LinearLayer) and len(layer.in_shape) == 3
                 and layer.start_dim == 1 and layer.end_dim == -1):  # fmt: skip
-            out.append(FlatLinearLayer(nxt, shapes[i], nxt.name))
+            out.append(FlatLinearLayer(nxt, layer.in_shape, nxt.name))
             i += 2
             continue
         if isinstance(layer, ConvLayer):
