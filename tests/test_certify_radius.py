@@ -193,3 +193,59 @@ def test_predict_mode_stays_certified_and_saves_passes(shape):
         inside = ROOTS < 0.1
         assert float(r[inside].sum() / ROOTS[inside].sum()) >= 1 - 2 * RTOL
         assert res.passes.double().mean() < exact.passes.double().mean()
+
+
+def _quadratic(beta: torch.Tensor):
+    """``f0 (1 - (1 + beta) t + beta t^2)`` with ``t = eps / root``: the curvature model, exactly."""
+    f0 = 1.0 + torch.arange(N, dtype=torch.float64) % 7
+
+    def f(idx, eps):
+        t = eps.double() / ROOTS[idx]
+        return f0[idx] * (1 - (1 + beta[idx]) * t + beta[idx] * t * t)
+
+    return f, f0
+
+
+def test_curvature_is_measured_and_lands_the_second_probe():
+    """The search reports each root's normalised curvature; given it, the probe after a warm start
+    solves the model, so on exact model functions the second probe certifies within the tolerance."""
+    beta = -0.8 * torch.rand(N, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    f, f0 = _quadratic(beta)
+    cold = root_search(f, 0.2, rtol=1e-2, f0=f0, predict=True)
+    measured = cold.curvature
+    assert torch.isfinite(measured).all()
+    assert torch.allclose(measured, beta, atol=0.03)  # beta * (radius / root)^2 with radius within 1 %
+    init = ROOTS * 0.8
+    plain = root_search(f, 0.2, rtol=1e-2, f0=f0, init=init, predict=True)
+    model = root_search(f, 0.2, rtol=1e-2, f0=f0, init=init, predict=True, curvature=measured)
+    for res in (plain, model):  # sound either way: every radius certified, within the tolerance
+        assert (f(torch.arange(N), res.radius) > 0).all() and (res.radius <= ROOTS).all()
+        assert (res.radius >= ROOTS * (1 - 1.5e-2)).all()
+    assert (model.passes == 2).float().mean() >= 0.9
+    assert model.passes.double().mean() < plain.passes.double().mean()
+
+
+def test_wrong_curvature_stays_sound():
+    """A curvature from another function only moves probes: radii stay certified and close."""
+    f, f0 = _quadratic(torch.full((N,), -0.5, dtype=torch.float64))
+    wrong = 4.0 * torch.rand(N, generator=torch.Generator().manual_seed(2), dtype=torch.float64) - 3.0
+    wrong[::5] = float("nan")
+    res = root_search(f, 0.2, rtol=1e-2, f0=f0, init=ROOTS * 0.7, predict=True, curvature=wrong, max_passes=11)
+    assert (f(torch.arange(N), res.radius) > 0).all() and (res.radius <= ROOTS).all()
+    assert float(res.radius.sum() / ROOTS.sum()) >= 0.98
+    assert res.passes.double().mean() <= 5
+
+
+def test_certified_warm_start_extrapolates_before_the_cap():
+    """Two certified probes just below a root far under the cap (a mildly convex f, so each secant
+    undershoots) are followed by another extrapolation, not by a wasted probe at the cap."""
+    f, f0 = _quadratic(torch.full((N,), 0.3, dtype=torch.float64))
+    probes = []
+
+    def fn(idx, eps):
+        probes.append(eps.clone())
+        return f(idx, eps)
+
+    res = root_search(fn, 1.0, rtol=1e-2, f0=f0, init=ROOTS * 0.9, predict=True)
+    assert (f(torch.arange(N), res.radius) > 0).all()
+    assert all(bool((p < 0.5).all()) for p in probes)  # every root is below 0.16: the cap is never probed

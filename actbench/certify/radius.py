@@ -44,6 +44,7 @@ MIN_STEP = 0.9  # probes stay this fraction of the tolerance inside the bracket
 STALL_ROUNDS = 3  # bisect when the bracket did not halve in this many rounds
 USE_IQI = True
 PREDICT_AIM = 0.5  # predict mode: probes aim this fraction of the tolerance below the estimated root
+EXTRAPOLATIONS = 2  # probes past a certified warm start before the cap is tried
 
 
 @dataclass
@@ -54,6 +55,7 @@ class SearchResult:
     passes: torch.Tensor  # [B] int64, bound passes spent on the sample
     certified_at_max: torch.Tensor  # [B] bool, certified at eps_max
     converged: torch.Tensor  # [B] bool, bracket closed (False: max_passes or deadline hit)
+    curvature: torch.Tensor  # [B] float64, the root's curvature estimate (see root_search), NaN if none
 
 
 @dataclass
@@ -64,6 +66,7 @@ class RadiusResult:
     passes: torch.Tensor  # [B] int64
     certified_at_max: torch.Tensor  # [B] bool
     converged: torch.Tensor  # [B] bool
+    curvature: torch.Tensor  # [B] float64, as in SearchResult (a warm start for the next search)
 
 
 def _batch_size(*tensors: torch.Tensor | float | None, n: int | None) -> int:
@@ -132,6 +135,7 @@ def root_search(
     device: torch.device | str = "cpu",
     deadline: float | None = None,
     predict: bool = False,
+    curvature: torch.Tensor | None = None,
 ) -> SearchResult:
     """Per-sample largest eps in ``[0, eps_max]`` with ``fn(eps) > 0``, from below (sound).
 
@@ -187,13 +191,15 @@ def root_search(
         guess = np.where(np.isfinite(guess) & (guess > 0) & (guess < cap), guess, cap)
     else:
         guess = cap.copy()
+    beta = _as_vector(curvature, n, np.nan)
+    beta = np.where(guess < cap, beta, np.nan)  # the model is used after a warm start only
 
     with np.errstate(all="ignore"):  # NaN and inf mark undefined estimates; they are handled
         while active.any():
             if deadline is not None and time.monotonic() > deadline:
                 break
             idx = all_idx[active]
-            p = _round(_next_probe(st, idx, guess, cap, rtol, atol, snap_t, predict), dtype)
+            p = _round(_next_probe(st, idx, guess, cap, rtol, atol, snap_t, predict, beta), dtype)
             inside = (p > st.lo[idx]) & ((p < st.hi[idx]) | ~st.hi_known[idx])
             mid = _round(0.5 * (st.lo[idx] + st.hi[idx]), dtype)
             p = np.where(inside, p, mid)
@@ -226,7 +232,10 @@ def root_search(
     def back(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(device)
 
-    return SearchResult(back(st.lo), back(passes), back(at_max), back(converged))
+    with np.errstate(all="ignore"):
+        found = _curvature(st.pts[:, 1:], st.fpts[:, 1:], f0, st.lo)
+    found = np.where(at_max | (st.lo <= 0) | ~(f0 > 0), np.nan, found)
+    return SearchResult(back(st.lo), back(passes), back(at_max), back(converged), back(found))
 
 
 @dataclass
@@ -306,14 +315,39 @@ def _iqi(x: np.ndarray, f: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(est), est, np.nan)
 
 
+def _curvature(p: np.ndarray, fp: np.ndarray, f0: np.ndarray, root: np.ndarray) -> np.ndarray:
+    """Normalised curvature ``c * root^2 / f0`` of the parabola ``f0 + b eps + c eps^2`` through
+    ``(0, f0)`` and the two points ``p[:, 0], p[:, 1]`` (values ``fp``); NaN where undefined."""
+    q = (fp - f0[:, None]) / p
+    c = (q[:, 1] - q[:, 0]) / (p[:, 1] - p[:, 0])
+    beta = c * root * root / f0
+    return np.where(np.isfinite(beta), beta, np.nan)
+
+
+def _model_root(p: np.ndarray, fp: np.ndarray, f0: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Root of ``f0 * (1 - (1 + beta) t + beta t^2)``, ``t = eps / root``, through ``(p, fp)``; NaN if none.
+
+    With ``r = fp / f0`` the point gives ``beta s^2 - (1 + beta) s + 1 - r = 0`` for ``s = p / root``;
+    the smaller positive root ``s = 2 (1 - r) / ((1 + beta) + sqrt((1 + beta)^2 - 4 beta (1 - r)))``
+    is the one on the decreasing branch (the form has no cancellation at ``beta = 0``).
+    """
+    a = 1.0 + beta
+    s = 2.0 * (1.0 - fp / f0) / (a + np.sqrt(a * a - 4.0 * beta * (1.0 - fp / f0)))
+    root = p / s
+    return np.where(np.isfinite(root) & (s > 0), root, np.nan)
+
+
 def _next_probe(
     st: _State, idx: np.ndarray, guess: np.ndarray, cap: np.ndarray, rtol: float, atol: float,
-    snap: np.ndarray | None, predict: bool = False,
+    snap: np.ndarray | None, predict: bool = False, beta: np.ndarray | None = None,
 ) -> np.ndarray:
     """The next eps to evaluate for the active samples ``idx`` (float64)."""
     lo, hi, known = st.lo[idx], st.hi[idx], st.hi_known[idx]
     pts, fpts = st.pts[idx], st.fpts[idx]
     sec = _secant(pts[:, 1], fpts[:, 1], pts[:, 2], fpts[:, 2])
+    if beta is not None:  # second probe after a warm start: the curvature model instead of the line
+        model = _model_root(pts[:, 2], fpts[:, 2], fpts[:, 1], beta[idx])
+        sec = np.where((st.rounds[idx] == 1) & np.isfinite(model), model, sec)
     d_lo = MIN_STEP * np.maximum(rtol * lo, atol)
     d_hi = MIN_STEP * np.maximum(rtol * hi, atol)
 
@@ -340,11 +374,13 @@ def _next_probe(
         tight = (width <= rtol * hi) | (width <= atol)
         bracketed = np.where(tight & np.isfinite(s), s, bracketed)
 
-    # Upper end not evaluated yet (a certified warm start): extrapolate once, then try the cap.
+    # Upper end not evaluated yet (a certified warm start): extrapolate, then try the cap.
     if predict:
         sec = sec - PREDICT_AIM * np.maximum(rtol * sec, atol)
-    up = np.where(np.isfinite(sec) & (sec > lo + d_lo), sec, 2.0 * lo)
-    up = np.where(st.rounds[idx] >= 2, cap[idx], np.minimum(up, cap[idx]))
+    # A root estimate within a min step above lo gets that step (it closes the bracket unless it
+    # certifies); no estimate, or one below lo (f not decreasing), doubles lo.
+    up = np.where(np.isfinite(sec) & (sec >= lo), np.maximum(sec, lo + d_lo), 2.0 * lo)
+    up = np.where(st.rounds[idx] > EXTRAPOLATIONS, cap[idx], np.minimum(up, cap[idx]))
     return np.where(st.rounds[idx] == 0, guess[idx], np.where(known, bracketed, up))
 
 
@@ -365,6 +401,7 @@ def certified_radii(
     snap: torch.Tensor | list[float] | None = None,
     deadline: float | None = None,
     predict: bool = False,
+    curvature: torch.Tensor | None = None,
 ) -> RadiusResult:
     """Per-sample certified radius of ``model`` at ``(x, y)`` with verifier ``method``, capped at ``eps_max``.
 
@@ -372,7 +409,7 @@ def certified_radii(
     and 0 passes. Works in eval mode and in train mode with the clean batch's ``bn_stats`` (then pass
     ``logits`` too, or the clean forward runs here via ``clean_forward``). Runs without gradients.
     Radii come back in ``x.dtype`` and are exact eps values at which the verifier certified.
-    ``predict`` as in :func:`root_search` (training radii).
+    ``predict`` and ``curvature`` as in :func:`root_search` (training radii).
     """
     from actbench.bounds import build_network, clean_forward, prepared, subset_bounds
     from actbench.bounds.batchnorm import batch_stats, needs_batch_stats
@@ -406,9 +443,9 @@ def certified_radii(
             res = root_search(
                 fn, eps_max if isinstance(eps_max, torch.Tensor) else float(eps_max), rtol=rtol, atol=atol,
                 max_passes=max_passes, init=init, f0=f0, snap=snap, dtype=x.dtype, device=x.device,
-                deadline=deadline, predict=predict,
+                deadline=deadline, predict=predict, curvature=curvature,
             )
-    return RadiusResult(res.radius.to(x.dtype), res.passes, res.certified_at_max, res.converged)
+    return RadiusResult(res.radius.to(x.dtype), res.passes, res.certified_at_max, res.converged, res.curvature)
 
 
 def clean_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

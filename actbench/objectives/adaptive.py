@@ -86,18 +86,25 @@ class Adaptive(Objective):
 
     def __init__(self, params: dict, num_classes: int):
         super().__init__(params, num_classes)
-        self.cache: torch.Tensor | None = None
+        self.cache: torch.Tensor | None = None  # per training sample: last radius (NaN: at the cap / unknown)
+        self.curvature: torch.Tensor | None = None  # per training sample: the search's curvature estimate
 
     def setup(self, train_size: int, device: torch.device | str) -> None:
         if self.cache is None or self.cache.shape[0] != train_size:
             self.cache = torch.full((train_size,), float("nan"))
+        if self.curvature is None or self.curvature.shape[0] != train_size:
+            self.curvature = torch.full((train_size,), float("nan"))
 
     def state_dict(self) -> dict:
-        return {"radius_cache": None if self.cache is None else self.cache.clone()}
+        return {"radius_cache": None if self.cache is None else self.cache.clone(),
+                "curvature_cache": None if self.curvature is None else self.curvature.clone()}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
-        cache = state.get("radius_cache")
+        cache, curvature = state.get("radius_cache"), state.get("curvature_cache")
         self.cache = None if cache is None else cache.clone()
+        self.curvature = None if curvature is None else curvature.clone()
+        if self.cache is not None and (self.curvature is None or self.curvature.shape != self.cache.shape):
+            self.curvature = torch.full_like(self.cache, float("nan"))  # a checkpoint from before the estimate
 
     def radii(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, bn_stats: object,
@@ -106,19 +113,25 @@ class Adaptive(Objective):
         """Per-sample training radii (step 3-4) and the search passes per sample."""
         n = x.shape[0]
         if ctx.eps_t > 0:
-            init = None
+            init = curvature = None
+            index = ctx.indices.cpu()
             if self.params["warm_start"] and self.cache is not None:
-                init = self.cache[ctx.indices.cpu()].to(x.device)
+                init = self.cache[index].to(x.device)
+                if self.curvature is not None:
+                    curvature = self.curvature[index].to(x.device)
             with torch.no_grad():
                 found = passes.certified_radii(
                     model, x, y, ctx.eps_t, ctx, logits=logits, bn_stats=bn_stats,
                     rtol=self.params["train_rtol"], atol=self.params["train_atol"],
                     max_passes=self.params["max_passes"], init=init, predict=self.params["predict_stop"],
+                    curvature=curvature,
                 )  # fmt: skip
             radius = found.radius.detach().clamp(max=ctx.eps_t)
             if self.cache is not None:
                 cached = torch.where(found.certified_at_max, torch.full_like(radius, float("nan")), radius)
-                self.cache[ctx.indices.cpu()] = cached.float().cpu()
+                self.cache[index] = cached.float().cpu()
+            if self.curvature is not None:
+                self.curvature[index] = found.curvature.float().cpu()
             search_passes = found.passes
         else:
             radius = torch.zeros(n, dtype=x.dtype, device=x.device)

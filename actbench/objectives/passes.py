@@ -56,7 +56,7 @@ def box_margin_bounds(
 def certified_radii(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_max: float, ctx: StepContext, *,
     logits: torch.Tensor, bn_stats: Any, rtol: float, max_passes: int, atol: float = 1e-9,
-    init: torch.Tensor | None = None, predict: bool = False,
+    init: torch.Tensor | None = None, predict: bool = False, curvature: torch.Tensor | None = None,
 ) -> Any:
     """IBP certified radii capped at ``eps_max`` (no gradient); counts the passes the search reports."""
     from actbench.certify.radius import certified_radii as _certified_radii
@@ -64,6 +64,7 @@ def certified_radii(
     result = _certified_radii(
         model, x, y, eps_max, method="ibp", rtol=rtol, max_passes=max_passes, logits=logits.detach(),
         bn_stats=detach_stats(bn_stats), init=init, lo=ctx.lo, hi=ctx.hi, atol=atol, predict=predict,
+        curvature=curvature,
     )  # fmt: skip
     ctx.counter.add("ibp", int(result.passes.sum()), IBP, grad=False)
     return result
