@@ -200,10 +200,11 @@ def root_search(
                 break
             idx = all_idx[active]
             p = _round(_next_probe(st, idx, guess, cap, rtol, atol, snap_t, predict, beta), dtype)
-            inside = (p > st.lo[idx]) & ((p < st.hi[idx]) | ~st.hi_known[idx])
-            mid = _round(0.5 * (st.lo[idx] + st.hi[idx]), dtype)
-            p = np.where(inside, p, mid)
-            inside = (p > st.lo[idx]) & ((p < st.hi[idx]) | ~st.hi_known[idx])
+            lo_i, hi_i, open_i = st.lo[idx], st.hi[idx], ~st.hi_known[idx]
+            inside = (p > lo_i) & ((p < hi_i) | open_i)
+            if not inside.all():  # a probe outside the bracket (rounding): the midpoint instead
+                p = np.where(inside, p, _round(0.5 * (lo_i + hi_i), dtype))
+                inside = (p > lo_i) & ((p < hi_i) | open_i)
             if not inside.all():  # bracket at the resolution of dtype: nothing left to refine
                 stuck = idx[~inside]
                 converged[stuck] = True
@@ -271,24 +272,33 @@ class _State:
     def update(self, idx: np.ndarray, p: np.ndarray, f: np.ndarray) -> None:
         """Record ``f(p)`` for samples ``idx``: move one bracket end, shift the point history."""
         cert = f > 0  # NaN counts as not certified
-        up, dn = idx[cert], idx[~cert]
+        fail = ~cert
+        up, dn = idx[cert], idx[fail]
+        f_up, f_dn = f[cert], f[fail]
         # Anderson-Bjorck: shrink the stagnant end's weight when the same end moves twice in a row.
-        m_up = _ab_factor(f[cert], self.flo[up])
-        m_dn = _ab_factor(f[~cert], self.fhi[dn])
-        self.fhi_w[up] = np.where(self.last_side[up] == 1, self.fhi_w[up] * m_up, self.fhi_w[up])
-        self.flo_w[dn] = np.where(self.last_side[dn] == -1, self.flo_w[dn] * m_dn, self.flo_w[dn])
-        self.lo[up], self.flo[up], self.flo_w[up] = p[cert], f[cert], f[cert]
-        self.hi[dn], self.fhi[dn], self.fhi_w[dn] = p[~cert], f[~cert], f[~cert]
+        again = up[self.last_side[up] == 1]
+        if again.size:
+            self.fhi_w[again] *= _ab_factor(f_up[self.last_side[up] == 1], self.flo[again])
+        again = dn[self.last_side[dn] == -1]
+        if again.size:
+            self.flo_w[again] *= _ab_factor(f_dn[self.last_side[dn] == -1], self.fhi[again])
+        self.lo[up], self.flo[up], self.flo_w[up] = p[cert], f_up, f_up
+        self.hi[dn], self.fhi[dn], self.fhi_w[dn] = p[fail], f_dn, f_dn
         self.hi_known[dn] = True
         self.last_side[up], self.last_side[dn] = 1, -1
-        self.pts[idx] = np.concatenate([self.pts[idx, 1:], p[:, None]], axis=1)
-        self.fpts[idx] = np.concatenate([self.fpts[idx, 1:], f[:, None]], axis=1)
+        pts, fpts = self.pts[idx], self.fpts[idx]
+        pts[:, :2], pts[:, 2] = pts[:, 1:], p
+        fpts[:, :2], fpts[:, 2] = fpts[:, 1:], f
+        self.pts[idx], self.fpts[idx] = pts, fpts
         # Bisection safeguard: count rounds in which the bracket failed to halve.
         width = self.hi[idx] - self.lo[idx]
-        reset = (width <= 0.5 * self.w_ref[idx]) | ~self.hi_known[idx] | (self.rounds[idx] == 0)
-        self.w_ref[idx] = np.where(reset, width, self.w_ref[idx])
-        self.stall[idx] = np.where(reset, 0, self.stall[idx] + 1)
-        self.rounds[idx] += 1
+        rounds = self.rounds[idx]
+        reset = (width <= 0.5 * self.w_ref[idx]) | ~self.hi_known[idx] | (rounds == 0)
+        self.w_ref[idx[reset]] = width[reset]
+        stall = self.stall[idx] + 1
+        stall[reset] = 0
+        self.stall[idx] = stall
+        self.rounds[idx] = rounds + 1
 
 
 def _ab_factor(f_new: np.ndarray, f_old: np.ndarray) -> np.ndarray:
@@ -341,47 +351,83 @@ def _next_probe(
     st: _State, idx: np.ndarray, guess: np.ndarray, cap: np.ndarray, rtol: float, atol: float,
     snap: np.ndarray | None, predict: bool = False, beta: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The next eps to evaluate for the active samples ``idx`` (float64)."""
-    lo, hi, known = st.lo[idx], st.hi[idx], st.hi_known[idx]
+    """The next eps to evaluate for the active samples ``idx`` (float64): the first guess in round 0,
+    then a bracketed step where the upper end was evaluated, else an extrapolation."""
+    rounds = st.rounds[idx]
+    probe = guess[idx]
+    later = rounds > 0
+    if not later.any():
+        return probe
+    known = st.hi_known[idx]
+    for rows, step in ((later & known, _bracketed_probe), (later & ~known, _extrapolated_probe)):
+        if rows.any():
+            probe[rows] = step(st, idx[rows], cap, rtol, atol, snap, predict, beta)
+    return probe
+
+
+def _line_estimate(st: _State, idx: np.ndarray, beta: np.ndarray | None) -> np.ndarray:
+    """Root of the secant through the two latest points; in round 1 after a warm start, of the
+    curvature model through ``(0, f0)`` and the warm start instead (where it is defined)."""
     pts, fpts = st.pts[idx], st.fpts[idx]
     sec = _secant(pts[:, 1], fpts[:, 1], pts[:, 2], fpts[:, 2])
-    if beta is not None:  # second probe after a warm start: the curvature model instead of the line
+    if beta is not None:
         model = _model_root(pts[:, 2], fpts[:, 2], fpts[:, 1], beta[idx])
         sec = np.where((st.rounds[idx] == 1) & np.isfinite(model), model, sec)
+    return sec
+
+
+def _bracketed_probe(
+    st: _State, idx: np.ndarray, cap: np.ndarray, rtol: float, atol: float, snap: np.ndarray | None,
+    predict: bool, beta: np.ndarray | None,
+) -> np.ndarray:
+    """Inverse quadratic, else secant, else regula falsi, else bisection inside ``[lo, hi]`` (an
+    estimate at an end of the bracket is kept: the clamp moves it a min step inside)."""
+    lo, hi = st.lo[idx], st.hi[idx]
+    sec = _line_estimate(st, idx, beta)
     d_lo = MIN_STEP * np.maximum(rtol * lo, atol)
     d_hi = MIN_STEP * np.maximum(rtol * hi, atol)
 
-    # Bracketed step: inverse quadratic, else secant, else regula falsi, else bisection (an estimate at
-    # an end of the bracket is kept: the clamp below moves it a min step inside).
     def ok(v: np.ndarray) -> np.ndarray:
         return np.isfinite(v) & (v >= lo) & (v <= hi)
 
     mid = np.where((lo > 0) & (hi > 4 * lo), np.sqrt(lo * hi), 0.5 * (lo + hi))  # geometric when far apart
-    rf = lo + st.flo_w[idx] * (hi - lo) / (st.flo_w[idx] - st.fhi_w[idx])
+    flo_w = st.flo_w[idx]
+    rf = lo + flo_w * (hi - lo) / (flo_w - st.fhi_w[idx])
     est = np.where(ok(rf), rf, mid)
     est = np.where(ok(sec), sec, est)
     if USE_IQI:
-        iqi = _iqi(pts, fpts)
+        iqi = _iqi(st.pts[idx], st.fpts[idx])
         est = np.where(ok(iqi), iqi, est)
     if predict:  # aim just below the estimated root, so that the probe certifies and can stop the sample
         est = est - PREDICT_AIM * np.maximum(rtol * est, atol)
     est = np.where(st.stall[idx] >= STALL_ROUNDS, mid, est)
     roomy = lo + d_lo < hi - d_hi
-    bracketed = np.where(roomy, np.minimum(np.maximum(est, lo + d_lo), hi - d_hi), mid)
+    probe = np.where(roomy, np.minimum(np.maximum(est, lo + d_lo), hi - d_hi), mid)
     if snap is not None:  # tight bracket with a grid point inside: probe that point
         s = _snap_inside(snap, lo, hi)
         width = hi - lo
         tight = (width <= rtol * hi) | (width <= atol)
-        bracketed = np.where(tight & np.isfinite(s), s, bracketed)
+        probe = np.where(tight & np.isfinite(s), s, probe)
+    return probe
 
-    # Upper end not evaluated yet (a certified warm start): extrapolate, then try the cap.
+
+def _extrapolated_probe(
+    st: _State, idx: np.ndarray, cap: np.ndarray, rtol: float, atol: float, snap: np.ndarray | None,
+    predict: bool, beta: np.ndarray | None,
+) -> np.ndarray:
+    """Upper end not evaluated yet (a certified warm start): extrapolate, then try the cap.
+
+    A root estimate within a min step above lo gets that step (it closes the bracket unless it
+    certifies); no estimate, or one below lo (f not decreasing), doubles lo.
+    """
+    lo = st.lo[idx]
+    sec = _line_estimate(st, idx, beta)
     if predict:
         sec = sec - PREDICT_AIM * np.maximum(rtol * sec, atol)
-    # A root estimate within a min step above lo gets that step (it closes the bracket unless it
-    # certifies); no estimate, or one below lo (f not decreasing), doubles lo.
+    d_lo = MIN_STEP * np.maximum(rtol * lo, atol)
     up = np.where(np.isfinite(sec) & (sec >= lo), np.maximum(sec, lo + d_lo), 2.0 * lo)
-    up = np.where(st.rounds[idx] > EXTRAPOLATIONS, cap[idx], np.minimum(up, cap[idx]))
-    return np.where(st.rounds[idx] == 0, guess[idx], np.where(known, bracketed, up))
+    cap_i = cap[idx]
+    return np.where(st.rounds[idx] > EXTRAPOLATIONS, cap_i, np.minimum(up, cap_i))
 
 
 def certified_radii(
