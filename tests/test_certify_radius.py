@@ -222,6 +222,7 @@ def test_curvature_is_measured_and_lands_the_second_probe():
         assert (f(torch.arange(N), res.radius) > 0).all() and (res.radius <= ROOTS).all()
         assert (res.radius >= ROOTS * (1 - 1.5e-2)).all()
     assert (model.passes == 2).float().mean() >= 0.9
+    assert torch.allclose(model.curvature, beta, atol=0.03)  # measured again, through the warm start
     assert model.passes.double().mean() < plain.passes.double().mean()
 
 
