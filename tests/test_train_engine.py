@@ -184,18 +184,24 @@ class CrashingAdaptive:
 
 @pytest.mark.slow
 def test_adaptive_resume_restores_radius_cache(tmp_path) -> None:
-    """ACERT keeps per-sample warm-start radii; a resumed run must end exactly like an uninterrupted one."""
+    """ACERT keeps per-sample warm starts (radius, curvature) and their growth; a resumed run must end
+    exactly like an uninterrupted one."""
     track = small_track(warmup_epochs=1, ramp_epochs=1, selection_samples=16)
     splits = synthetic_splits(n_train=128, n_val=16)
 
     def adaptive():
         return create_objective(load_method("adaptive", track.name, {"kappa": 0.5}), track)
 
-    straight = _run(tmp_path / "a", objective=adaptive(), track=track, splits=splits)
+    budget = Budget("epochs", 4)  # 2 steps per epoch: clean, ramp, then two epochs at eps
+    objective = adaptive()
+    straight = _run(tmp_path / "a", budget=budget, objective=objective, track=track, splits=splits)
     assert straight.history[-1]["adaptive_radius"] > 0 and straight.history[-1]["radius_passes"] > 0
+    # the crash comes in epoch 4, so the checkpoint of epoch 3 holds warm starts and their growth
+    assert objective.growth is not None and bool(torch.isfinite(objective.curvature).any())
     with pytest.raises(Crash):
-        _run(tmp_path / "b", objective=CrashingAdaptive(adaptive(), after=5), track=track, splits=splits)
-    resumed = _run(tmp_path / "b", objective=adaptive(), track=track, splits=splits, resume=True)
+        _run(tmp_path / "b", budget=budget, objective=CrashingAdaptive(adaptive(), after=7), track=track,
+             splits=splits)  # fmt: skip
+    resumed = _run(tmp_path / "b", budget=budget, objective=adaptive(), track=track, splits=splits, resume=True)
     assert _metrics(resumed.history) == _metrics(straight.history)
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)

@@ -23,8 +23,14 @@ Speed levers (all exact for the loss, they only change how the radius is found):
   tolerance ``train_atol`` 1e-6 (the reference's xtol). A 1 % radius error is far below the
   step-to-step change of the radii, and the robust pass uses the certified end, so the loss stays exact;
 - *warm start*: each sample's search starts from its radius in the previous epoch (a cache indexed by
-  the sample's index in the training split, checkpointed with the run); samples certified at the cap
-  last time start at the cap;
+  the sample's index in the training split, checkpointed with the run) times the median growth of
+  the radii over their warm starts in the previous step's search: radii drift together while the
+  model trains (by 11-15 % between visits in the early-ramp setting of ``benchmarks/train_step.py``),
+  and the median removes that common drift, leaving each sample's own change to the search. Samples
+  certified at the cap last time start at the cap;
+- *curvature model*: the search also returns each sample's curvature (``root_search(curvature=)``),
+  cached beside its radius, so its probe after the warm start solves a parabola instead of a line
+  (IBP's margin bound is concave in eps: the line overshoots the root);
 - *active set*: the search only evaluates samples whose bracket is still open, and after the
   regulariser phase the robust pass skips samples with radius 0, whose robust CE is exactly their
   clean CE (``CE([0, −lb(x, 0)], 0) = CE(z(x), y)``);
@@ -67,6 +73,15 @@ from actbench.objectives.robust import accuracy, combine, regulariser
 MIN_RADIUS = 1e-6  # the regulariser-phase clamp of ACERT (reg_clip_with_robust)
 
 
+def _median_growth(previous: torch.Tensor, radius: torch.Tensor, at_cap: torch.Tensor,
+                   last: float | None) -> float | None:  # fmt: skip
+    """Median of ``radius / previous`` over samples with both radii in ``(0, cap)``; ``last`` if none."""
+    ok = torch.isfinite(previous) & (previous > 0) & (radius > 0) & ~at_cap
+    if not bool(ok.any()):
+        return last
+    return float((radius[ok].double() / previous[ok].double()).median())
+
+
 @register_objective("adaptive")
 class Adaptive(Objective):
     """Robust CE at per-sample IBP certified radii (capped at the scheduled eps)."""
@@ -88,6 +103,7 @@ class Adaptive(Objective):
         super().__init__(params, num_classes)
         self.cache: torch.Tensor | None = None  # per training sample: last radius (NaN: at the cap / unknown)
         self.curvature: torch.Tensor | None = None  # per training sample: the search's curvature estimate
+        self.growth: float | None = None  # median radius / warm start of the latest search
 
     def setup(self, train_size: int, device: torch.device | str) -> None:
         if self.cache is None or self.cache.shape[0] != train_size:
@@ -97,12 +113,14 @@ class Adaptive(Objective):
 
     def state_dict(self) -> dict:
         return {"radius_cache": None if self.cache is None else self.cache.clone(),
-                "curvature_cache": None if self.curvature is None else self.curvature.clone()}  # fmt: skip
+                "curvature_cache": None if self.curvature is None else self.curvature.clone(),
+                "radius_growth": self.growth}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         cache, curvature = state.get("radius_cache"), state.get("curvature_cache")
         self.cache = None if cache is None else cache.clone()
         self.curvature = None if curvature is None else curvature.clone()
+        self.growth = state.get("radius_growth")
         if self.cache is not None and (self.curvature is None or self.curvature.shape != self.cache.shape):
             self.curvature = torch.full_like(self.cache, float("nan"))  # a checkpoint from before the estimate
 
@@ -116,7 +134,8 @@ class Adaptive(Objective):
             init = curvature = None
             index = ctx.indices.cpu()
             if self.params["warm_start"] and self.cache is not None:
-                init = self.cache[index].to(x.device)
+                previous = self.cache[index].to(x.device)
+                init = previous if self.growth is None else previous * self.growth
                 if self.curvature is not None:
                     curvature = self.curvature[index].to(x.device)
             with torch.no_grad():
@@ -132,6 +151,8 @@ class Adaptive(Objective):
                 self.cache[index] = cached.float().cpu()
             if self.curvature is not None:
                 self.curvature[index] = found.curvature.float().cpu()
+            if init is not None:
+                self.growth = _median_growth(previous, radius, found.certified_at_max, self.growth)
             search_passes = found.passes
         else:
             radius = torch.zeros(n, dtype=x.dtype, device=x.device)
