@@ -5,20 +5,22 @@ batch 128, train mode, eps_t = eps = 0.1 after the ramp (no regulariser), 2 thre
 first trained briefly with the IBP objective up to eps 0.1 so the radii and attacks see a
 mid-training network. Each method then runs from a copy of those weights over the same fixed
 batches: one untimed pass (it also fills ACERT's warm-start cache, as the previous epoch would),
-then timed passes; a step is the full loss + backward + clipping + Adam step. Prints the median step
+then timed passes; a step is the full loss + backward + clipping + Adam step. The whole setting runs
+``--trials`` times from the same weights and the step times are pooled. Prints the median step
 time (and median process CPU time, which a busy machine disturbs less), its ratio to ``standard`` and
 ``ibp``, propagations per sample (``actbench.objectives.cost``)
 and bound passes per step. ACERT is shown with its defaults (warm start, predicted stop, rtol 1e-2),
 without the predicted stop, without the warm start, and at the reference's tolerance (rtol 1e-4).
 Targets: ACERT step <= 1.3x an IBP step at eps and <= 1.5x early in the ramp. After the timing, the
-training radii of each ACERT variant on the same batches are compared with an exact root search
-(rtol 1e-7): "radius / exact" is the ratio of their means (1 = exact; radii are always certified).
+training radii of each ACERT variant (as the last trial left it) on the same batches are compared
+with an exact root search (rtol 1e-7): "radius / exact" is the ratio of their means (1 = exact;
+radii are always certified).
 The glibc allocator is tuned first, as the CLI does (``--default-allocator`` skips it).
 
 Also shown: an early-ramp setting (the model after the clean epoch, eps_t 0.02), where most correctly
 classified samples are certified below the cap, so ACERT's search does the most work.
 
-Run: ``.venv/bin/python benchmarks/train_step.py [--threads 2] [--batches 4] [--repeats 3]``
+Run: ``.venv/bin/python benchmarks/train_step.py [--threads 2] [--batches 4] [--repeats 3] [--trials 3]``
 """
 
 from __future__ import annotations
@@ -166,6 +168,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, default=4, help="fixed batches per pass")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the batches")
+    parser.add_argument("--trials", type=int, default=3,
+                        help="independent runs of the whole setting from the same weights; their step times are pooled")
     parser.add_argument("--pretrain-samples", type=int, default=4096)
     parser.add_argument("--default-allocator", action="store_true", help="skip the glibc allocator tuning")
     args = parser.parse_args()
@@ -178,16 +182,24 @@ def main() -> None:
     console.print(f"data: {source}; pretraining cnn3 with IBP to eps {EPS} ...")
     bases = {"early": pretrain(splits, 1), "mid": pretrain(splits, 2)}
     batches = list(splits.train.batches(BATCH))[: args.batches]
-    runners = [make_runner(bases[which], label, name, overrides, eps_t, len(batches) * BATCH)
-               for label, name, overrides, eps_t, which in VARIANTS]  # fmt: skip
-    torch.manual_seed(0)
-    # Interleaved: every pass runs each method over the same batches, so load changes on a shared
-    # machine affect all methods alike. Pass 0 is untimed (warm-up; fills ACERT's warm-start cache).
-    for rep in range(args.repeats + 1):
-        for runner in runners:
-            for i, (x, y, index) in enumerate(batches):
-                runner.step(i, x, y, index, record=rep > 0)
-        console.print(f"  pass {rep + 1}/{args.repeats + 1} done")
+    runners: list[Runner] = []
+    for trial in range(args.trials):
+        # Each trial starts every method afresh from the same weights, so its steps are new draws of
+        # the same setting (more steps per trial would move the setting: radii settle as they train).
+        fresh = [make_runner(bases[which], label, name, overrides, eps_t, len(batches) * BATCH)
+                 for label, name, overrides, eps_t, which in VARIANTS]  # fmt: skip
+        for new, old in zip(fresh, runners, strict=False):
+            new.times, new.cpu, new.props, new.passes, new.radius_passes = (
+                old.times, old.cpu, old.props, old.passes, old.radius_passes)  # fmt: skip
+        runners = fresh
+        torch.manual_seed(0)
+        # Interleaved: every pass runs each method over the same batches, so load changes on a shared
+        # machine affect all methods alike. Pass 0 is untimed (warm-up; fills ACERT's warm-start cache).
+        for rep in range(args.repeats + 1):
+            for runner in runners:
+                for i, (x, y, index) in enumerate(batches):
+                    runner.step(i, x, y, index, record=rep > 0)
+            console.print(f"  trial {trial + 1}/{args.trials}: pass {rep + 1}/{args.repeats + 1} done")
     results = {r.label: r.summary() for r in runners}
     for r in runners:
         results[r.label]["quality"] = r.radius_quality(batches) if r.label.startswith("adaptive") else float("nan")
