@@ -18,9 +18,9 @@ def test_bucket_sizes_cover_every_batch_with_little_padding():
     sizes = {api.bucket_size(n) for n in range(1, 1025)}
     for n in range(1, 1025):
         b = api.bucket_size(n)
-        assert n <= b < 1.25 * n + 1 and api.bucket_size(b) == b
-    assert all(api.bucket_size(n) == n for n in range(1, 9))
-    assert len([s for s in sizes if 64 < s <= 128]) == 4 and len(sizes) == 8 + 4 * 7
+        assert n <= b < 1.125 * n + 1 and api.bucket_size(b) == b
+    assert all(api.bucket_size(n) == n for n in range(1, 17))
+    assert len([s for s in sizes if 64 < s <= 128]) == 8 and len(sizes) == 16 + 8 * 6
 
 
 def _model() -> nn.Module:
