@@ -167,7 +167,10 @@ def root_search(
         raise InvalidInput(f"root_search: need rtol > 0, atol >= 0, max_passes >= 1 (got {rtol}, {atol}, {max_passes})")
     device = torch.device(device)
     n = _batch_size(f0, eps_max, init, n=n)
-    cap = _cast(_as_vector(eps_max, n, 0.0), dtype, up=True)
+    if isinstance(eps_max, torch.Tensor) and eps_max.dim() > 0:
+        cap = _cast(_as_vector(eps_max, n, 0.0), dtype, up=True)
+    else:  # one cap for every sample: round it once
+        cap = np.full(n, _cast(_as_vector(eps_max, 1, 0.0), dtype, up=True)[0])
     if bool((cap < 0).any()) or not bool(np.isfinite(cap).all()):
         raise InvalidInput("root_search: eps_max must be finite and >= 0")
     passes = np.zeros(n, dtype=np.int64)
