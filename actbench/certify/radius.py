@@ -78,17 +78,22 @@ def _batch_size(*tensors: torch.Tensor | float | None, n: int | None) -> int:
     return n
 
 
+_NUMPY_FLOATS = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
+
+
 def _as_vector(value: torch.Tensor | float | None, n: int, fill: float) -> np.ndarray:
     """``value`` as a float64 host array of shape ``[n]`` (a scalar is broadcast, None is ``fill``)."""
     if value is None:
         return np.full(n, fill, dtype=np.float64)
     if isinstance(value, torch.Tensor):
-        value = value.detach().to(device="cpu", dtype=torch.float64)
         if value.dim() == 0:
             return np.full(n, float(value), dtype=np.float64)
         if value.shape != (n,):
             raise InvalidInput(f"root_search: expected shape [{n}], got {list(value.shape)}")
-        return value.numpy().copy()
+        host = value.detach().cpu()
+        if host.dtype in _NUMPY_FLOATS:  # a copy in float64 straight from NumPy
+            return host.numpy().astype(np.float64)
+        return host.to(torch.float64).numpy()
     return np.full(n, float(value), dtype=np.float64)
 
 
@@ -99,6 +104,10 @@ def _cast(t: np.ndarray, dtype: torch.dtype, up: bool) -> np.ndarray:
     "certified at the requested eps" (a smaller box); a radius at the cap may then exceed ``eps_max``
     by one unit in the last place of ``dtype`` (callers may clamp it, a smaller claim).
     """
+    if dtype in _NUMPY_FLOATS:  # the same rounding in NumPy, without a round trip through tensors
+        c = t.astype(_NUMPY_FLOATS[dtype])
+        wrong = c < t if up else c > t
+        return np.where(wrong, np.nextafter(c, c.dtype.type(np.inf if up else -np.inf)), c).astype(np.float64)
     exact = torch.from_numpy(t)
     c = exact.to(dtype)
     toward = torch.full_like(c, float("inf") if up else float("-inf"))

@@ -52,6 +52,7 @@ eps, computed without gradient, clamped at 1e-6 in the regulariser phase.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,10 +77,12 @@ MIN_RADIUS = 1e-6  # the regulariser-phase clamp of ACERT (reg_clip_with_robust)
 def _median_growth(previous: torch.Tensor, radius: torch.Tensor, at_cap: torch.Tensor,
                    last: float | None) -> float | None:  # fmt: skip
     """Median of ``radius / previous`` over samples with both radii in ``(0, cap)``; ``last`` if none."""
-    ok = torch.isfinite(previous) & (previous > 0) & (radius > 0) & ~at_cap
-    if not bool(ok.any()):
+    previous, radius = previous.cpu().double().numpy(), radius.cpu().double().numpy()
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(previous) & (previous > 0) & (radius > 0) & ~at_cap.cpu().numpy()
+    if not ok.any():
         return last
-    return float((radius[ok].double() / previous[ok].double()).median())
+    return float(np.median(radius[ok] / previous[ok]))
 
 
 @register_objective("adaptive")
