@@ -6,7 +6,9 @@ import pytest
 import torch
 from test_train_fixtures import make_model, small_track, synthetic_splits
 
+import actbench.objectives.adaptive as adaptive_module
 from actbench.bounds import clean_forward, margin_bounds
+from actbench.certify import clean_margin
 from actbench.objectives import create_objective, list_methods, load_method
 from actbench.objectives.adaptive import MIN_RADIUS
 from actbench.objectives.base import StepContext
@@ -165,6 +167,37 @@ class TestAdaptiveRadii:
         r_warm, p_warm = warm.radii(model, x, y, logits, stats, ctx)
         assert int(p_warm.sum()) < int(p_cold.sum())
         assert torch.allclose(r_warm, r_cold, rtol=0.03, atol=2e-6)
+
+    def test_warm_start_follows_margins_and_growth(self, trained) -> None:
+        """The next warm start is the last radius times the margin ratio times the median growth."""
+        model, x, y, index = trained
+        with torch.no_grad():
+            logits, stats = clean_forward(model, x)
+        objective = _objective("adaptive")
+        ctx = _ctx(index, eps_t=0.01)
+        radius, _ = objective.radii(model, x, y, logits, stats, ctx)
+        correct = logits.argmax(1) == y
+        margin = clean_margin(logits.double(), y)
+        assert torch.allclose(objective.margins[index][correct], margin[correct].float())
+        seen = []
+        original = adaptive_module.passes.certified_radii
+
+        def spy(*args, **kwargs):
+            seen.append(kwargs["init"])
+            return original(*args, **kwargs)
+
+        objective.growth = 1.25
+        scaled = logits * torch.linspace(0.8, 1.2, x.shape[0]).unsqueeze(1)  # every margin scaled
+        try:
+            adaptive_module.passes.certified_radii = spy
+            with torch.no_grad():
+                objective.radii(model, x, y, scaled, stats, ctx)
+        finally:
+            adaptive_module.passes.certified_radii = original
+        ratio = clean_margin(scaled.double(), y) / margin
+        inner = correct & (radius > 0) & (radius < 0.01)
+        expected = radius.double() * ratio * 1.25
+        assert bool(inner.any()) and torch.allclose(seen[0][inner].double(), expected[inner], rtol=1e-6)
 
     def test_loss_matches_definition(self, trained) -> None:
         model, x, y, index = trained

@@ -23,11 +23,12 @@ Speed levers (all exact for the loss, they only change how the radius is found):
   tolerance ``train_atol`` 1e-6 (the reference's xtol). A 1 % radius error is far below the
   step-to-step change of the radii, and the robust pass uses the certified end, so the loss stays exact;
 - *warm start*: each sample's search starts from its radius in the previous epoch (a cache indexed by
-  the sample's index in the training split, checkpointed with the run) times the median growth of
-  the radii over their warm starts in the previous step's search: radii drift together while the
-  model trains (by 11-15 % between visits in the early-ramp setting of ``benchmarks/train_step.py``),
-  and the median removes that common drift, leaving each sample's own change to the search. Samples
-  certified at the cap last time start at the cap;
+  the sample's index in the training split, checkpointed with the run), scaled twice: by the ratio
+  of the sample's clean margin now and at that search (IBP's margin bound starts at the clean margin
+  and falls at a slope that changes slowly, so the root moves with the margin: in the early-ramp
+  setting of ``benchmarks/train_step.py`` the logarithms of the two ratios correlate at 0.98), then by
+  the median of what remained of the radii's growth in the previous step's search (the common drift
+  of the slopes). Samples certified at the cap last time start at the cap;
 - *curvature model*: the search also returns each sample's curvature (``root_search(curvature=)``),
   cached beside its radius, so its probe after the warm start solves a parabola instead of a line
   (IBP's margin bound is concave in eps: the line overshoots the root);
@@ -57,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from actbench.certify.radius import clean_margin
 from actbench.objectives import passes
 from actbench.objectives.base import (
     Objective,
@@ -72,6 +74,20 @@ from actbench.objectives.losses import robust_ce
 from actbench.objectives.robust import accuracy, combine, regulariser
 
 MIN_RADIUS = 1e-6  # the regulariser-phase clamp of ACERT (reg_clip_with_robust)
+
+
+def _margin_scaled(previous: torch.Tensor, margin: torch.Tensor, margins: torch.Tensor | None,
+                   index: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Last radii times each sample's clean margin now over its margin then (where both are > 0).
+
+    IBP's margin bound starts at the clean margin and falls at a slope that changes slowly between
+    visits, so a radius moves with its sample's margin.
+    """
+    if margins is None:
+        return previous
+    ratio = margin / margins[index].to(margin.device).double()
+    ok = torch.isfinite(ratio) & (ratio > 0)
+    return torch.where(ok, previous.double() * ratio, previous.double()).to(previous.dtype)
 
 
 def _median_growth(previous: torch.Tensor, radius: torch.Tensor, at_cap: torch.Tensor,
@@ -106,6 +122,7 @@ class Adaptive(Objective):
         super().__init__(params, num_classes)
         self.cache: torch.Tensor | None = None  # per training sample: last radius (NaN: at the cap / unknown)
         self.curvature: torch.Tensor | None = None  # per training sample: the search's curvature estimate
+        self.margins: torch.Tensor | None = None  # per training sample: its clean margin at the last search
         self.growth: float | None = None  # median radius / warm start of the latest search
 
     def setup(self, train_size: int, device: torch.device | str) -> None:
@@ -113,19 +130,26 @@ class Adaptive(Objective):
             self.cache = torch.full((train_size,), float("nan"))
         if self.curvature is None or self.curvature.shape[0] != train_size:
             self.curvature = torch.full((train_size,), float("nan"))
+        if self.margins is None or self.margins.shape[0] != train_size:
+            self.margins = torch.full((train_size,), float("nan"))
 
     def state_dict(self) -> dict:
         return {"radius_cache": None if self.cache is None else self.cache.clone(),
                 "curvature_cache": None if self.curvature is None else self.curvature.clone(),
+                "margin_cache": None if self.margins is None else self.margins.clone(),
                 "radius_growth": self.growth}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
-        cache, curvature = state.get("radius_cache"), state.get("curvature_cache")
+        cache, curvature, margins = state.get("radius_cache"), state.get("curvature_cache"), state.get("margin_cache")
         self.cache = None if cache is None else cache.clone()
         self.curvature = None if curvature is None else curvature.clone()
+        self.margins = None if margins is None else margins.clone()
         self.growth = state.get("radius_growth")
-        if self.cache is not None and (self.curvature is None or self.curvature.shape != self.cache.shape):
-            self.curvature = torch.full_like(self.cache, float("nan"))  # a checkpoint from before the estimate
+        if self.cache is not None:  # a checkpoint from before the curvature and margin caches: unknown
+            if self.curvature is None or self.curvature.shape != self.cache.shape:
+                self.curvature = torch.full_like(self.cache, float("nan"))
+            if self.margins is None or self.margins.shape != self.cache.shape:
+                self.margins = torch.full_like(self.cache, float("nan"))
 
     def radii(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, bn_stats: object,
@@ -136,8 +160,9 @@ class Adaptive(Objective):
         if ctx.eps_t > 0:
             init = curvature = None
             index = ctx.indices.cpu()
+            margin = clean_margin(logits.detach().double(), y)
             if self.params["warm_start"] and self.cache is not None:
-                previous = self.cache[index].to(x.device)
+                previous = _margin_scaled(self.cache[index].to(x.device), margin, self.margins, index)
                 init = previous if self.growth is None else previous * self.growth
                 if self.curvature is not None:
                     curvature = self.curvature[index].to(x.device)
@@ -154,6 +179,8 @@ class Adaptive(Objective):
                 self.cache[index] = cached.float().cpu()
             if self.curvature is not None:
                 self.curvature[index] = found.curvature.float().cpu()
+            if self.margins is not None:
+                self.margins[index] = margin.float().cpu()
             if init is not None:
                 self.growth = _median_growth(previous, radius, found.certified_at_max, self.growth)
             search_passes = found.passes
