@@ -40,8 +40,9 @@ Speed levers (all exact for the loss, they only change how the radius is found):
   its two latest points puts the root within ``train_rtol`` above ``p``. Why: the bracket's upper end
   cost one more pass and one more round per sample only to *prove* the 1 % accuracy; the radius is
   still an eps at which IBP certified (so §2's "certified end" rule holds). On the cnn3 training
-  models of ``benchmarks/train_step.py`` it saves 29-38 % of the search passes and one round per step
-  at the same quality: mean radius 99.5 % of an exact root search (rtol 1e-7) with or without it;
+  models of ``benchmarks/train_step.py`` it saves about 30 % of the search passes and one round per
+  step at the same quality: mean radius 99.5-99.6 % of an exact root search (rtol 1e-7) with or
+  without it;
 - *one preparation per step*: the search evaluates its subsets through ``bounds.subset_bounds``
   inside ``bounds.prepared(model)``, so the batch is checked, BatchNorm folded and ``|W|`` formed once
   for all its rounds (with the clean batch's statistics), and each round runs at a bucketed batch
