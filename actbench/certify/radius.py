@@ -10,6 +10,9 @@ not be). Nothing is ever extrapolated past the certified side.
 Probe choice (vectorised over the batch, one bound pass per active sample per round):
 
 * round 1 evaluates ``eps_max`` (certified there: done after one pass), or the warm start ``init``;
+* after a warm start, round 2 solves the sample's curvature model (``curvature``, measured by its
+  previous search) through ``(0, f0)`` and ``(init, f(init))`` where it is given; a warm start that
+  certified is extrapolated twice before ``eps_max`` is tried;
 * then inverse quadratic interpolation through the three latest points, else a secant through the
   two latest, else Anderson-Bjorck regula falsi on the bracket, clamped at least ``0.9 * tol`` inside
   the bracket so that one accurate estimate closes it with the next probe;

@@ -124,7 +124,7 @@ class Adaptive(Objective):
         self.cache: torch.Tensor | None = None  # per training sample: last radius (NaN: at the cap / unknown)
         self.curvature: torch.Tensor | None = None  # per training sample: the search's curvature estimate
         self.margins: torch.Tensor | None = None  # per training sample: its clean margin at the last search
-        self.growth: float | None = None  # median radius / warm start of the latest search
+        self.growth: float | None = None  # latest search: median of radius / margin-scaled last radius
 
     def setup(self, train_size: int, device: torch.device | str) -> None:
         if self.cache is None or self.cache.shape[0] != train_size:
