@@ -107,10 +107,12 @@ def _cast(t: np.ndarray, dtype: torch.dtype, up: bool) -> np.ndarray:
     "certified at the requested eps" (a smaller box); a radius at the cap may then exceed ``eps_max``
     by one unit in the last place of ``dtype`` (callers may clamp it, a smaller claim).
     """
-    if dtype in _NUMPY_FLOATS:  # the same rounding in NumPy, without a round trip through tensors
+    if dtype in _NUMPY_FLOATS:  # in NumPy, without tensors (a doubly rounded c is still a neighbour of t)
         c = t.astype(_NUMPY_FLOATS[dtype])
         wrong = c < t if up else c > t
-        return np.where(wrong, np.nextafter(c, c.dtype.type(np.inf if up else -np.inf)), c).astype(np.float64)
+        with np.errstate(over="ignore"):  # the neighbour of the largest finite value, where it is not used
+            step = np.nextafter(c, c.dtype.type(np.inf if up else -np.inf))
+        return np.where(wrong, step, c).astype(np.float64)
     exact = torch.from_numpy(t)
     c = exact.to(dtype)
     toward = torch.full_like(c, float("inf") if up else float("-inf"))
@@ -122,7 +124,7 @@ def _round(p: np.ndarray, dtype: torch.dtype) -> np.ndarray:
     """``p`` rounded to the nearest ``dtype`` value, in float64 (the eps the verifier will see)."""
     if dtype == torch.float64:
         return p
-    if dtype == torch.float32:
+    if dtype == torch.float32:  # NumPy rounds float64 to float32 correctly (to float16 it may round twice)
         return p.astype(np.float32).astype(np.float64)
     return torch.from_numpy(p).to(dtype).double().numpy()
 
@@ -206,7 +208,7 @@ def root_search(
             snap_t = None
 
     st = _State.start(f0, cap)
-    first_p, first_f = np.full(n, np.nan), np.full(n, np.nan)  # each sample's first probe
+    first_f = np.full(n, np.nan)  # f at each sample's first probe, which is its guess
     done = ~(f0 > 0) | (cap <= 0)
     converged = done.copy()
     active = ~done
@@ -219,6 +221,7 @@ def root_search(
     beta = _as_vector(curvature, n, np.nan)
     beta = np.where(guess < cap, beta, np.nan)  # the model is used after a warm start only
 
+    first_round = True
     with np.errstate(all="ignore"):  # NaN and inf mark undefined estimates; they are handled
         while active.any():
             if deadline is not None and time.monotonic() > deadline:
@@ -239,8 +242,9 @@ def root_search(
                     continue
             f = evaluate(idx, p)
             passes[idx] += 1
-            new = st.rounds[idx] == 0
-            first_p[idx[new]], first_f[idx[new]] = p[new], f[new]
+            if first_round:  # every searched sample starts in the first round
+                first_f[idx] = f
+                first_round = False
             st.update(idx, p, f)
 
             top = (f > 0) & (p >= cap[idx])
@@ -264,8 +268,8 @@ def root_search(
         # After a warm start: through the warm start and the radius, the spacing the next search's
         # warm start will have; otherwise through the two latest points.
         latest = _curvature(st.pts[:, 1:], st.fpts[:, 1:], f0, st.lo)
-        wide = _curvature(np.stack([first_p, st.lo], axis=1), np.stack([first_f, st.flo], axis=1), f0, st.lo)
-        found = np.where((guess < cap) & (first_p < st.lo) & np.isfinite(wide), wide, latest)
+        wide = _curvature(np.stack([guess, st.lo], axis=1), np.stack([first_f, st.flo], axis=1), f0, st.lo)
+        found = np.where((guess < cap) & (guess < st.lo) & np.isfinite(wide), wide, latest)
     found = np.where(at_max | (st.lo <= 0) | ~(f0 > 0), np.nan, found)
     return SearchResult(back(st.lo), back(passes), back(at_max), back(converged), back(found))
 
@@ -380,7 +384,7 @@ def _model_root(p: np.ndarray, fp: np.ndarray, f0: np.ndarray, beta: np.ndarray)
 
 def _next_probe(
     st: _State, idx: np.ndarray, guess: np.ndarray, cap: np.ndarray, rtol: float, atol: float,
-    snap: np.ndarray | None, predict: bool = False, beta: np.ndarray | None = None,
+    snap: np.ndarray | None, predict: bool, beta: np.ndarray,
 ) -> np.ndarray:
     """The next eps to evaluate for the active samples ``idx`` (float64): the first guess in round 0,
     then a bracketed step where the upper end was evaluated, else an extrapolation."""
@@ -396,20 +400,18 @@ def _next_probe(
     return probe
 
 
-def _line_estimate(st: _State, idx: np.ndarray, beta: np.ndarray | None) -> np.ndarray:
+def _line_estimate(st: _State, idx: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """Root of the secant through the two latest points; in round 1 after a warm start, of the
     curvature model through ``(0, f0)`` and the warm start instead (where it is defined)."""
     pts, fpts = st.pts[idx], st.fpts[idx]
     sec = _secant(pts[:, 1], fpts[:, 1], pts[:, 2], fpts[:, 2])
-    if beta is not None:
-        model = _model_root(pts[:, 2], fpts[:, 2], fpts[:, 1], beta[idx])
-        sec = np.where((st.rounds[idx] == 1) & np.isfinite(model), model, sec)
-    return sec
+    model = _model_root(pts[:, 2], fpts[:, 2], fpts[:, 1], beta[idx])
+    return np.where((st.rounds[idx] == 1) & np.isfinite(model), model, sec)
 
 
 def _bracketed_probe(
     st: _State, idx: np.ndarray, cap: np.ndarray, rtol: float, atol: float, snap: np.ndarray | None,
-    predict: bool, beta: np.ndarray | None,
+    predict: bool, beta: np.ndarray,
 ) -> np.ndarray:
     """Inverse quadratic, else secant, else regula falsi, else bisection inside ``[lo, hi]`` (an
     estimate at an end of the bracket is kept: the clamp moves it a min step inside)."""
@@ -444,7 +446,7 @@ def _bracketed_probe(
 
 def _extrapolated_probe(
     st: _State, idx: np.ndarray, cap: np.ndarray, rtol: float, atol: float, snap: np.ndarray | None,
-    predict: bool, beta: np.ndarray | None,
+    predict: bool, beta: np.ndarray,
 ) -> np.ndarray:
     """Upper end not evaluated yet (a certified warm start): extrapolate, then try the cap.
 
