@@ -22,7 +22,7 @@ from actbench.errors import InvalidInput, UnknownName
 
 METHODS = ("ibp", "crown-ibp", "crown")
 DEFAULT_CROWN_MAX_MEMORY = 4 * 2**30
-BUCKET_BITS = 4  # bucket_size: octaves of n > 16 split into 2**(BUCKET_BITS - 1) sizes
+SIZES_PER_OCTAVE = 8  # bucket_size: batch sizes per power-of-two octave above 16
 
 Interval = tuple[torch.Tensor, torch.Tensor]
 SubsetBound = Callable[[torch.Tensor, torch.Tensor], "BoundResult"]
@@ -172,9 +172,9 @@ def bucket_size(n: int) -> int:
     padding below 12.5 % (4 % on average) and the primitive cache small (64 sizes up to 1024); four
     per octave padded ACERT's early-ramp search rounds by 10 % and cost 1 % of its step.
     """
-    if n <= 8:
+    if n <= 2 * SIZES_PER_OCTAVE:
         return n
-    step = 1 << ((n - 1).bit_length() - BUCKET_BITS)
+    step = (1 << ((n - 1).bit_length() - 1)) // SIZES_PER_OCTAVE  # an eighth of the octave (2^(k-1), 2^k]
     return -(-n // step) * step
 
 
