@@ -32,6 +32,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 
 import torch
 from rich.console import Console
@@ -102,19 +103,25 @@ def pretrain(splits: Splits, epochs: int) -> torch.nn.Module:
 
 @dataclasses.dataclass
 class Runner:
-    """One method's model, optimiser and objective, stepped over the fixed batches."""
+    """One method's model, optimiser and objective, stepped over the fixed batches; its records
+    (times, propagations, passes) accumulate over :meth:`restart`."""
 
     label: str
-    objective: object
-    model: torch.nn.Module
-    opt: torch.optim.Optimizer
+    start: Callable[[], tuple[object, torch.nn.Module, torch.optim.Optimizer]]
     eps_t: float
+    objective: object = None
+    model: torch.nn.Module | None = None
+    opt: torch.optim.Optimizer | None = None
     counter: PropagationCounter = dataclasses.field(default_factory=PropagationCounter)
     times: list = dataclasses.field(default_factory=list)
     cpu: list = dataclasses.field(default_factory=list)
     props: list = dataclasses.field(default_factory=list)
     passes: list = dataclasses.field(default_factory=list)
     radius_passes: list = dataclasses.field(default_factory=list)
+
+    def restart(self) -> None:
+        """A fresh objective, model copy and optimiser, as at the start of a trial."""
+        self.objective, self.model, self.opt = self.start()
 
     def step(self, i: int, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, record: bool) -> None:
         ctx = StepContext(eps_t=self.eps_t, eps=EPS, epoch=10, step=i, reg_phase=False, reg_weight=0.0,
@@ -157,10 +164,16 @@ class Runner:
 
 def make_runner(base: torch.nn.Module, label: str, name: str, overrides: dict, eps_t: float, n: int) -> Runner:
     track = load_track("fashion-mnist")
-    objective = create_objective(load_method(name, track.name, overrides), track)
-    objective.setup(n, "cpu")
-    model = copy.deepcopy(base).train()
-    return Runner(label, objective, model, torch.optim.Adam(model.parameters(), lr=1e-4), eps_t)
+
+    def start() -> tuple[object, torch.nn.Module, torch.optim.Optimizer]:
+        objective = create_objective(load_method(name, track.name, overrides), track)
+        objective.setup(n, "cpu")
+        model = copy.deepcopy(base).train()
+        return objective, model, torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    runner = Runner(label, start, eps_t)
+    runner.restart()
+    return runner
 
 
 def main() -> None:
@@ -182,16 +195,14 @@ def main() -> None:
     console.print(f"data: {source}; pretraining cnn3 with IBP to eps {EPS} ...")
     bases = {"early": pretrain(splits, 1), "mid": pretrain(splits, 2)}
     batches = list(splits.train.batches(BATCH))[: args.batches]
-    runners: list[Runner] = []
+    runners = [make_runner(bases[which], label, name, overrides, eps_t, len(batches) * BATCH)
+               for label, name, overrides, eps_t, which in VARIANTS]  # fmt: skip
     for trial in range(args.trials):
         # Each trial starts every method afresh from the same weights, so its steps are new draws of
         # the same setting (more steps per trial would move the setting: radii settle as they train).
-        fresh = [make_runner(bases[which], label, name, overrides, eps_t, len(batches) * BATCH)
-                 for label, name, overrides, eps_t, which in VARIANTS]  # fmt: skip
-        for new, old in zip(fresh, runners, strict=False):
-            new.times, new.cpu, new.props, new.passes, new.radius_passes = (
-                old.times, old.cpu, old.props, old.passes, old.radius_passes)  # fmt: skip
-        runners = fresh
+        if trial:
+            for runner in runners:
+                runner.restart()
         torch.manual_seed(0)
         # Interleaved: every pass runs each method over the same batches, so load changes on a shared
         # machine affect all methods alike. Pass 0 is untimed (warm-up; fills ACERT's warm-start cache).

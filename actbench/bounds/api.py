@@ -174,7 +174,7 @@ def bucket_size(n: int) -> int:
     """
     if n <= 2 * SIZES_PER_OCTAVE:
         return n
-    step = (1 << ((n - 1).bit_length() - 1)) // SIZES_PER_OCTAVE  # an eighth of the octave (2^(k-1), 2^k]
+    step = (1 << ((n - 1).bit_length() - 1)) // SIZES_PER_OCTAVE  # width of the octave (2^(k-1), 2^k] / sizes
     return -(-n // step) * step
 
 
