@@ -31,30 +31,34 @@ def _model() -> nn.Module:
 @pytest.mark.parametrize("method", METHODS)
 def test_a_padded_batch_gives_each_sample_its_own_bounds(method):
     model = _model().eval()
-    x = torch.rand(11, 1, 12, 12, dtype=torch.float64)  # runs padded to 12
-    y = torch.randint(0, 5, (11,))
-    eps = torch.linspace(0.001, 0.03, 11, dtype=torch.float64)
+    n = 17
+    assert api.bucket_size(n) > n  # the pass runs padded
+    x = torch.rand(n, 1, 12, 12, dtype=torch.float64)
+    y = torch.randint(0, 5, (n,))
+    eps = torch.linspace(0.001, 0.03, n, dtype=torch.float64)
     with torch.no_grad():
         batch = margin_bounds(model, x, y, eps, method=method)
-        single = [margin_bounds(model, x[i:i + 1], y[i:i + 1], eps[i:i + 1], method=method) for i in range(11)]
-    assert batch.lower.shape == (11, 4)
-    assert batch.ibp_lower is None or batch.ibp_lower.shape == (11, 4)
+        single = [margin_bounds(model, x[i:i + 1], y[i:i + 1], eps[i:i + 1], method=method) for i in range(n)]
+    assert batch.lower.shape == (n, 4)
+    assert batch.ibp_lower is None or batch.ibp_lower.shape == (n, 4)
     assert torch.allclose(batch.lower, torch.cat([s.lower for s in single]), atol=1e-10)
-    assert all(lo.shape[0] == 11 and up.shape[0] == 11 for lo, up in batch.relu_bounds)
-    assert batch.input_box[0].shape[0] == 11
+    assert all(lo.shape[0] == n and up.shape[0] == n for lo, up in batch.relu_bounds)
+    assert batch.input_box[0].shape[0] == n
 
 
 def test_padding_keeps_gradients_of_the_real_samples_only():
     model = _model().train()
-    x = torch.rand(9, 1, 12, 12, dtype=torch.float64, requires_grad=True)  # runs padded to 10
-    y = torch.randint(0, 5, (9,))
+    n = 17
+    assert api.bucket_size(n) > n  # the pass runs padded
+    x = torch.rand(n, 1, 12, 12, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 5, (n,))
     stats = {m: (mean.detach(), var.detach()) for m, (mean, var) in clean_forward(model, x.detach())[1].items()}
     margin_bounds(model, x, y, 0.01, bn_stats=stats).lower.sum().backward()
     grads, x_grad = [p.grad.clone() for p in model.parameters()], x.grad.clone()
     model.zero_grad()
     x.grad = None
     torch.stack([margin_bounds(model, x[i:i + 1], y[i:i + 1], 0.01, bn_stats=stats).lower.sum()
-                 for i in range(9)]).sum().backward()  # fmt: skip
+                 for i in range(n)]).sum().backward()  # fmt: skip
     for g, p in zip(grads, model.parameters(), strict=True):
         assert torch.allclose(g, p.grad, atol=1e-9)
     assert torch.allclose(x_grad, x.grad, atol=1e-9)
@@ -69,7 +73,8 @@ def test_subset_bounds_equal_margin_bounds(training):
         stats = clean_forward(model, x)[1] if training else None
         with prepared(model):
             bound = subset_bounds(model, x, y, "crown-ibp", bn_stats=stats)
-            for idx in (torch.arange(20), torch.tensor([3]), torch.tensor([19, 0, 7, 7])):
+            # all, one, repeats, and 17 samples (a padded pass)
+            for idx in (torch.arange(20), torch.tensor([3]), torch.tensor([19, 0, 7, 7]), torch.arange(3, 20)):
                 eps = torch.full((len(idx),), 0.02, dtype=torch.float64)
                 got = bound(idx, eps)
                 want = margin_bounds(model, x[idx], y[idx], eps, method="crown-ibp", bn_stats=stats)
